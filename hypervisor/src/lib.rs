@@ -6,6 +6,11 @@
 //! the thin shells around them (the xenstored socket server, memfd mappings,
 //! eventfds) live in the daemon or in small I/O modules here.
 
+pub mod domain;
+pub mod evtchn;
+pub mod grant;
+pub mod journal;
+pub mod memory;
 pub mod xenstore;
 
 /// A Xen domain id (`domid_t`, 16 bits). Dom0 is 0; guests count up from 1.
