@@ -1,1 +1,4 @@
-//! placeholder
+//! The sans-IO core of domnet's userspace switch.
+pub mod time;
+pub mod wire;
+pub use time::Timestamp;

@@ -1,0 +1,545 @@
+//! Builders for the frames the switch synthesises (ARP replies for proxy ARP, ICMP errors
+//! from the router, DHCP server replies) and that tests inject. Each writes a complete
+//! frame into a caller-provided buffer and returns its length: no allocation, and
+//! `Error::BufferTooSmall` instead of a panic when the buffer is short.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::arp::{self, ArpOperation, ArpRepr};
+use super::ethernet::{self, EtherType, EthernetRepr, MacAddr};
+use super::icmpv4::{self, Icmpv4Packet};
+use super::icmpv6::{self, Icmpv6Packet};
+use super::info::{FrameInfo, L4Info, MAX_VLAN_TAGS};
+use super::ipv4::{self, Ipv4Repr};
+use super::ipv6::{self, Ipv6Repr};
+use super::tcp::{self, TcpFlags, TcpPacket};
+use super::udp::{self, UdpPacket};
+use super::vlan::{self, VlanHeader};
+use super::{Error, IpProtocol, Result};
+
+/// Default TTL / hop limit of synthesised packets (Linux `net.ipv4.ip_default_ttl`).
+pub const DEFAULT_TTL: u8 = 64;
+
+/// RFC 1812 §4.3.2.3: an ICMP error carries as much of the offending datagram as fits
+/// without the error datagram exceeding 576 bytes.
+pub const ICMPV4_ERROR_MAX_IP_LEN: usize = 576;
+
+/// Most VLAN tags an [`L2Header`] can carry: one more than the parser reads, so tests can
+/// build frames past the depth limit.
+pub const MAX_BUILD_VLAN_TAGS: usize = MAX_VLAN_TAGS + 1;
+
+/// The link-layer header of a frame to build: addresses and up to
+/// [`MAX_BUILD_VLAN_TAGS`] VLAN tags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L2Header {
+    /// Destination MAC.
+    pub dst: MacAddr,
+    /// Source MAC.
+    pub src: MacAddr,
+    vlans: [(EtherType, u16); MAX_BUILD_VLAN_TAGS],
+    vlan_count: usize,
+}
+
+impl L2Header {
+    /// An untagged header.
+    pub const fn new(dst: MacAddr, src: MacAddr) -> Self {
+        L2Header {
+            dst,
+            src,
+            vlans: [(EtherType(0), 0); MAX_BUILD_VLAN_TAGS],
+            vlan_count: 0,
+        }
+    }
+
+    /// Sets the VLAN tags `(tpid, tci)`, outermost first; tags beyond
+    /// [`MAX_BUILD_VLAN_TAGS`] are ignored.
+    pub fn with_vlans(mut self, tags: &[(EtherType, u16)]) -> Self {
+        self.vlan_count = tags.len().min(MAX_BUILD_VLAN_TAGS);
+        self.vlans[..self.vlan_count].copy_from_slice(&tags[..self.vlan_count]);
+        self
+    }
+
+    fn tags(&self) -> &[(EtherType, u16)] {
+        &self.vlans[..self.vlan_count.min(MAX_BUILD_VLAN_TAGS)]
+    }
+
+    /// Bytes the header occupies.
+    pub const fn len(&self) -> usize {
+        ethernet::HEADER_LEN + vlan::HEADER_LEN * self.vlan_count
+    }
+
+    /// Always false: a header has at least 14 bytes (present for clippy's `len` rule).
+    pub const fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Writes the header with `ethertype` as the payload type; returns its length.
+    pub fn emit(&self, buf: &mut [u8], ethertype: EtherType) -> Result<usize> {
+        let len = self.len();
+        need(buf, len)?;
+        let tags = self.tags();
+        EthernetRepr {
+            dst: self.dst,
+            src: self.src,
+            ethertype: tags.first().map_or(ethertype, |t| t.0),
+        }
+        .emit(buf)?;
+        let mut off = ethernet::HEADER_LEN;
+        for (i, &(_, tci)) in tags.iter().enumerate() {
+            let next = tags.get(i + 1).map_or(ethertype, |t| t.0);
+            let mut h = VlanHeader::new_unchecked(&mut buf[off..off + vlan::HEADER_LEN]);
+            h.set_tci(tci);
+            h.set_ethertype(next);
+            off += vlan::HEADER_LEN;
+        }
+        Ok(len)
+    }
+}
+
+fn need(buf: &[u8], len: usize) -> Result<()> {
+    if buf.len() < len {
+        Err(Error::BufferTooSmall)
+    } else {
+        Ok(())
+    }
+}
+
+/// Writes an Ethernet/IPv4 ARP frame.
+pub fn arp(buf: &mut [u8], l2: L2Header, repr: &ArpRepr) -> Result<usize> {
+    let total = l2.len() + arp::PACKET_LEN;
+    need(buf, total)?;
+    let off = l2.emit(buf, EtherType::ARP)?;
+    repr.emit(&mut buf[off..total])?;
+    Ok(total)
+}
+
+/// Writes the reply to an ARP `request` on behalf of `answer_mac` (proxy ARP, or the
+/// bridge's own address): "`request.target_ip` is-at `answer_mac`", sent to the requester
+/// (RFC 826 "swap the sender and target fields").
+pub fn arp_reply(buf: &mut [u8], request: &ArpRepr, answer_mac: MacAddr) -> Result<usize> {
+    arp(
+        buf,
+        L2Header::new(request.sender_mac, answer_mac),
+        &ArpRepr {
+            operation: ArpOperation::REPLY,
+            sender_mac: answer_mac,
+            sender_ip: request.target_ip,
+            target_mac: request.sender_mac,
+            target_ip: request.sender_ip,
+        },
+    )
+}
+
+/// Writes a broadcast "who-has `target_ip` tell `sender_ip`" request.
+pub fn arp_request(
+    buf: &mut [u8],
+    sender_mac: MacAddr,
+    sender_ip: Ipv4Addr,
+    target_ip: Ipv4Addr,
+) -> Result<usize> {
+    arp(
+        buf,
+        L2Header::new(MacAddr::BROADCAST, sender_mac),
+        &ArpRepr {
+            operation: ArpOperation::REQUEST,
+            sender_mac,
+            sender_ip,
+            target_mac: MacAddr::ZERO,
+            target_ip,
+        },
+    )
+}
+
+/// Writes L2 + an option-less IPv4 header for a payload of `l4_len` bytes; returns the
+/// L4 offset.
+fn ipv4_headers(
+    buf: &mut [u8],
+    l2: L2Header,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: IpProtocol,
+    l4_len: usize,
+) -> Result<usize> {
+    need(buf, l2.len() + ipv4::HEADER_LEN + l4_len)?;
+    let off = l2.emit(buf, EtherType::IPV4)?;
+    Ipv4Repr {
+        src,
+        dst,
+        protocol,
+        payload_len: l4_len,
+        ttl: DEFAULT_TTL,
+        ident: 0,
+        dont_frag: false,
+    }
+    .emit(&mut buf[off..])?;
+    Ok(off + ipv4::HEADER_LEN)
+}
+
+/// Writes L2 + a fixed IPv6 header; returns the L4 offset.
+fn ipv6_headers(
+    buf: &mut [u8],
+    l2: L2Header,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    next_header: IpProtocol,
+    hop_limit: u8,
+    l4_len: usize,
+) -> Result<usize> {
+    need(buf, l2.len() + ipv6::HEADER_LEN + l4_len)?;
+    let off = l2.emit(buf, EtherType::IPV6)?;
+    Ipv6Repr {
+        src,
+        dst,
+        next_header,
+        payload_len: l4_len,
+        hop_limit,
+    }
+    .emit(&mut buf[off..])?;
+    Ok(off + ipv6::HEADER_LEN)
+}
+
+fn udp_len(payload: &[u8]) -> Result<u16> {
+    u16::try_from(udp::HEADER_LEN + payload.len()).map_err(|_| Error::Malformed)
+}
+
+/// Writes an IPv4/UDP frame with a valid UDP checksum (the DHCP server's replies use this).
+pub fn ipv4_udp(
+    buf: &mut [u8],
+    l2: L2Header,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    src_port: u16,
+    dst_port: u16,
+    payload: &[u8],
+) -> Result<usize> {
+    let len = udp_len(payload)?;
+    let l4 = ipv4_headers(buf, l2, src, dst, IpProtocol::UDP, usize::from(len))?;
+    let end = l4 + usize::from(len);
+    let mut u = UdpPacket::new_unchecked(&mut buf[l4..end]);
+    u.set_src_port(src_port);
+    u.set_dst_port(dst_port);
+    u.set_len(len);
+    u.payload_mut().copy_from_slice(payload);
+    u.fill_checksum_v4(src, dst);
+    Ok(end)
+}
+
+/// Writes an IPv6/UDP frame with a valid checksum.
+#[allow(clippy::too_many_arguments)]
+pub fn ipv6_udp(
+    buf: &mut [u8],
+    l2: L2Header,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    hop_limit: u8,
+    src_port: u16,
+    dst_port: u16,
+    payload: &[u8],
+) -> Result<usize> {
+    let len = udp_len(payload)?;
+    let l4 = ipv6_headers(
+        buf,
+        l2,
+        src,
+        dst,
+        IpProtocol::UDP,
+        hop_limit,
+        usize::from(len),
+    )?;
+    let end = l4 + usize::from(len);
+    let mut u = UdpPacket::new_unchecked(&mut buf[l4..end]);
+    u.set_src_port(src_port);
+    u.set_dst_port(dst_port);
+    u.set_len(len);
+    u.payload_mut().copy_from_slice(payload);
+    u.fill_checksum_v6(src, dst);
+    Ok(end)
+}
+
+/// TCP segment fields for [`ipv4_tcp`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpSegment<'a> {
+    /// Source port.
+    pub src_port: u16,
+    /// Destination port.
+    pub dst_port: u16,
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgment number.
+    pub ack: u32,
+    /// Control bits.
+    pub flags: TcpFlags,
+    /// Window.
+    pub window: u16,
+    /// Payload.
+    pub payload: &'a [u8],
+}
+
+/// Writes an IPv4/TCP frame (20-byte TCP header, valid checksum).
+pub fn ipv4_tcp(
+    buf: &mut [u8],
+    l2: L2Header,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    seg: &TcpSegment<'_>,
+) -> Result<usize> {
+    let l4_len = tcp::HEADER_LEN + seg.payload.len();
+    let l4 = ipv4_headers(buf, l2, src, dst, IpProtocol::TCP, l4_len)?;
+    let end = l4 + l4_len;
+    buf[l4 + tcp::HEADER_LEN..end].copy_from_slice(seg.payload);
+    let mut t = TcpPacket::new_unchecked(&mut buf[l4..end]);
+    t.set_src_port(seg.src_port);
+    t.set_dst_port(seg.dst_port);
+    t.set_seq_number(seg.seq);
+    t.set_ack_number(seg.ack);
+    t.set_header_len_and_flags(tcp::HEADER_LEN, seg.flags);
+    t.set_window(seg.window);
+    t.set_urgent(0);
+    t.fill_checksum_v4(src, dst);
+    Ok(end)
+}
+
+/// Writes an IPv4 ICMP message of the given type with a 4-byte rest-of-header and body.
+#[allow(clippy::too_many_arguments)]
+pub fn ipv4_icmp(
+    buf: &mut [u8],
+    l2: L2Header,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    msg_type: u8,
+    code: u8,
+    rest_of_header: u32,
+    body: &[u8],
+) -> Result<usize> {
+    let l4_len = icmpv4::HEADER_LEN + body.len();
+    let l4 = ipv4_headers(buf, l2, src, dst, IpProtocol::ICMP, l4_len)?;
+    let end = l4 + l4_len;
+    let mut p = Icmpv4Packet::new_unchecked(&mut buf[l4..end]);
+    p.set_msg_type(msg_type);
+    p.set_msg_code(code);
+    p.set_rest_of_header(rest_of_header);
+    p.data_mut().copy_from_slice(body);
+    p.fill_checksum();
+    Ok(end)
+}
+
+/// Whether an ICMP error may be sent about `offending` (RFC 1122 §3.2.2, RFC 1812
+/// §4.3.2.7): never about an ICMP error, a non-first fragment, a link-layer broadcast or
+/// multicast, or a datagram whose source is not a unicast host address.
+pub fn icmpv4_error_allowed(offending: &FrameInfo) -> bool {
+    let Some(ip) = offending.ipv4() else {
+        return false;
+    };
+    if offending.dst.is_multicast() || ip.frag_offset != 0 {
+        return false;
+    }
+    if let L4Info::Icmpv4 { msg_type, .. } = offending.l4 {
+        if icmpv4::kind::is_error(msg_type) {
+            return false;
+        }
+    }
+    let s = ip.src;
+    let d = ip.dst;
+    !(s.is_unspecified()
+        || s.is_broadcast()
+        || s.is_multicast()
+        || s.is_loopback()
+        || s.octets()[0] >= 240
+        || d.is_broadcast()
+        || d.is_multicast())
+}
+
+/// Writes an ICMPv4 error (destination unreachable, time exceeded, ...) about
+/// `offending_ip` (the offending IPv4 datagram, header first) to that datagram's source.
+/// `rest_of_header` carries the next-hop MTU for "fragmentation needed" (RFC 1191) and is 0
+/// otherwise. The quote is cut so the error datagram stays within 576 bytes (RFC 1812
+/// §4.3.2.3). The caller decides whether an error is allowed ([`icmpv4_error_allowed`]).
+pub fn icmpv4_error(
+    buf: &mut [u8],
+    l2: L2Header,
+    src: Ipv4Addr,
+    msg_type: u8,
+    code: u8,
+    rest_of_header: u32,
+    offending_ip: &[u8],
+) -> Result<usize> {
+    if offending_ip.len() < ipv4::HEADER_LEN {
+        return Err(Error::Truncated);
+    }
+    let dst = Ipv4Addr::new(
+        offending_ip[12],
+        offending_ip[13],
+        offending_ip[14],
+        offending_ip[15],
+    );
+    let max_quote = ICMPV4_ERROR_MAX_IP_LEN - ipv4::HEADER_LEN - icmpv4::HEADER_LEN;
+    let quote = &offending_ip[..offending_ip.len().min(max_quote)];
+    ipv4_icmp(buf, l2, src, dst, msg_type, code, rest_of_header, quote)
+}
+
+/// Writes an IPv6/ICMPv6 message with a valid checksum; `body` follows the 4-byte
+/// type/code/checksum header (so it starts with the 4 message-specific bytes).
+#[allow(clippy::too_many_arguments)]
+pub fn ipv6_icmpv6(
+    buf: &mut [u8],
+    l2: L2Header,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    hop_limit: u8,
+    msg_type: u8,
+    code: u8,
+    body: &[u8],
+) -> Result<usize> {
+    let l4_len = 4 + body.len();
+    if l4_len < icmpv6::HEADER_LEN {
+        return Err(Error::Malformed);
+    }
+    let l4 = ipv6_headers(
+        buf,
+        l2,
+        src,
+        dst,
+        IpProtocol::ICMPV6,
+        hop_limit,
+        l4_len,
+    )?;
+    let end = l4 + l4_len;
+    buf[l4 + 4..end].copy_from_slice(body);
+    let mut p = Icmpv6Packet::new_unchecked(&mut buf[l4..end]);
+    p.set_msg_type(msg_type);
+    p.set_msg_code(code);
+    p.fill_checksum(src, dst);
+    Ok(end)
+}
+
+/// Writes an opaque frame: L2 header, `ethertype`, then `payload` verbatim.
+pub fn raw(
+    buf: &mut [u8],
+    l2: L2Header,
+    ethertype: EtherType,
+    payload: &[u8],
+) -> Result<usize> {
+    let total = l2.len() + payload.len();
+    need(buf, total)?;
+    let off = l2.emit(buf, ethertype)?;
+    buf[off..total].copy_from_slice(payload);
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{ArpPacket, Ipv4Packet, L3Info};
+
+    const A: MacAddr = MacAddr([0x00, 0x16, 0x3e, 0, 0, 0x0a]);
+    const R: MacAddr = MacAddr([0xfe, 0xff, 0xff, 0xff, 0xff, 0xff]);
+
+    #[test]
+    fn arp_reply_swaps_fields() {
+        let req = ArpRepr {
+            operation: ArpOperation::REQUEST,
+            sender_mac: A,
+            sender_ip: Ipv4Addr::new(10, 0, 0, 5),
+            target_mac: MacAddr::ZERO,
+            target_ip: Ipv4Addr::new(10, 0, 0, 1),
+        };
+        let mut buf = [0u8; 60];
+        let n = arp_reply(&mut buf, &req, R).unwrap();
+        assert_eq!(n, 42);
+        let info = FrameInfo::parse(&buf[..n]).unwrap();
+        assert_eq!(info.dst, A);
+        assert_eq!(info.src, R);
+        let a = info.arp().unwrap();
+        assert_eq!(a.operation, ArpOperation::REPLY);
+        assert_eq!(a.sender_ip, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(a.sender_mac, R);
+        assert_eq!((a.target_mac, a.target_ip), (A, req.sender_ip));
+        assert!(ArpPacket::new_checked(&buf[14..n]).is_ok());
+        assert_eq!(arp_reply(&mut buf[..41], &req, R), Err(Error::BufferTooSmall));
+    }
+
+    #[test]
+    fn icmp_error_quotes_and_caps() {
+        let mut orig = [0u8; 1500];
+        let n = ipv4_udp(
+            &mut orig,
+            L2Header::new(R, A),
+            Ipv4Addr::new(10, 0, 0, 5),
+            Ipv4Addr::new(192, 0, 2, 9),
+            4000,
+            53,
+            &[7u8; 1400],
+        )
+        .unwrap();
+        let info = FrameInfo::parse(&orig[..n]).unwrap();
+        assert!(icmpv4_error_allowed(&info));
+        let mut buf = [0u8; 700];
+        let m = icmpv4_error(
+            &mut buf,
+            L2Header::new(A, R),
+            Ipv4Addr::new(10, 0, 0, 1),
+            icmpv4::kind::DEST_UNREACHABLE,
+            icmpv4::code::FRAG_NEEDED,
+            1400,
+            &orig[14..n],
+        )
+        .unwrap();
+        let e = FrameInfo::parse(&buf[..m]).unwrap();
+        let ip = e.ipv4().unwrap();
+        assert_eq!(ip.dst, Ipv4Addr::new(10, 0, 0, 5));
+        assert_eq!(usize::from(ip.total_len), ICMPV4_ERROR_MAX_IP_LEN);
+        assert!(Ipv4Packet::new_checked(&buf[14..m]).unwrap().verify_checksum());
+        let icmp = Icmpv4Packet::new_checked(&buf[34..m]).unwrap();
+        assert!(icmp.verify_checksum());
+        assert_eq!(icmp.rest_of_header(), 1400);
+        assert_eq!(&icmp.data()[..20], &orig[14..34]);
+
+        // Never an error about an error.
+        let k = ipv4_icmp(
+            &mut orig,
+            L2Header::new(R, A),
+            Ipv4Addr::new(10, 0, 0, 5),
+            Ipv4Addr::new(10, 0, 0, 1),
+            icmpv4::kind::TIME_EXCEEDED,
+            0,
+            0,
+            &[0; 28],
+        )
+        .unwrap();
+        assert!(!icmpv4_error_allowed(&FrameInfo::parse(&orig[..k]).unwrap()));
+        assert_eq!(
+            icmpv4_error(&mut buf, L2Header::new(A, R), Ipv4Addr::LOCALHOST, 3, 1, 0, &[0; 19]),
+            Err(Error::Truncated)
+        );
+    }
+
+    #[test]
+    fn tcp_and_raw() {
+        let mut buf = [0u8; 128];
+        let n = ipv4_tcp(
+            &mut buf,
+            L2Header::new(R, A),
+            Ipv4Addr::new(10, 0, 0, 5),
+            Ipv4Addr::new(10, 0, 0, 1),
+            &TcpSegment {
+                src_port: 1234,
+                dst_port: 22,
+                seq: 1,
+                ack: 0,
+                flags: TcpFlags::SYN,
+                window: 100,
+                payload: b"hi",
+            },
+        )
+        .unwrap();
+        let info = FrameInfo::parse(&buf[..n]).unwrap();
+        assert!(matches!(info.l4, L4Info::Tcp(t) if t.dst_port == 22 && t.flags == TcpFlags::SYN));
+        let t = TcpPacket::new_checked(&buf[34..n]).unwrap();
+        assert!(t.verify_checksum_v4(Ipv4Addr::new(10, 0, 0, 5), Ipv4Addr::new(10, 0, 0, 1)));
+
+        let n = raw(&mut buf, L2Header::new(R, A), EtherType(0x88cc), &[1, 2, 3]).unwrap();
+        let info = FrameInfo::parse(&buf[..n]).unwrap();
+        assert_eq!(info.ethertype, EtherType(0x88cc));
+        assert_eq!(info.l3, L3Info::None);
+    }
+}
