@@ -159,11 +159,15 @@ fn matches_interval_re(text: &str) -> bool {
 /// `vif_parse_rate_bytes_per_sec`, including the octal and unit-after-scan quirks).
 fn parse_bytes_per_sec(rate: &str) -> Result<u64, RateError> {
     if !matches_rate_re(rate) {
-        return Err(RateError::InvalidRate { rate: rate.to_owned() });
+        return Err(RateError::InvalidRate {
+            rate: rate.to_owned(),
+        });
     }
     let (number, overflow, end) = strtoull_auto_base(rate);
     if overflow || number == 0 || number > u64::from(u32::MAX) {
-        return Err(RateError::RateOutOfRange { rate: rate.to_owned() });
+        return Err(RateError::RateOutOfRange {
+            rate: rate.to_owned(),
+        });
     }
     let unit = rate.as_bytes().get(end..).unwrap_or_default();
     let first = unit.first().copied();
@@ -336,7 +340,10 @@ mod tests {
         }
         for spec in ["10Mb/s@foo", "10Mb/s@10h", "10MB/s@foo", "10MB/s@10h"] {
             assert!(
-                matches!(parse_rate_spec(spec), Err(RateError::InvalidInterval { .. })),
+                matches!(
+                    parse_rate_spec(spec),
+                    Err(RateError::InvalidInterval { .. })
+                ),
                 "{spec}"
             );
         }

@@ -586,18 +586,19 @@ impl VifSpec {
             });
         };
         match key {
-            "type" => match value {
-                "vif" => {}
-                "ioemu" => {
-                    return Err(invalid(
+            "type" => {
+                match value {
+                    "vif" => {}
+                    "ioemu" => return Err(invalid(
                         &"emulated (ioemu) interfaces need an HVM guest; domnet domains are PV \
                           (libxl: trying to create PV or PVH guest with an emulated interface)",
-                    ))
+                    )),
+                    _ => return Err(invalid(&"invalid parameter `type' (expected vif or ioemu)")),
                 }
-                _ => return Err(invalid(&"invalid parameter `type' (expected vif or ioemu)")),
-            },
+            }
             "mac" => {
-                let mac = MacAddr::parse_vif_form(value).map_err(|_| invalid(&"bad MAC address"))?;
+                let mac =
+                    MacAddr::parse_vif_form(value).map_err(|_| invalid(&"bad MAC address"))?;
                 if mac.is_unset() {
                     self.warnings.push(format!(
                         "mac {mac} means \"not set\" to libxl: a random address will be used"
@@ -716,7 +717,9 @@ impl VifSpec {
     /// `hotplug-status` = "". Needs mac, bridge, script and devid set.
     pub fn to_backend_keys(&self) -> Result<Vec<(String, String)>, VifSpecError> {
         let mac = self.mac.ok_or(VifSpecError::Unresolved { field: "mac" })?;
-        let devid = self.devid.ok_or(VifSpecError::Unresolved { field: "devid" })?;
+        let devid = self
+            .devid
+            .ok_or(VifSpecError::Unresolved { field: "devid" })?;
         let bridge = self
             .bridge
             .as_ref()
@@ -761,7 +764,9 @@ impl VifSpec {
     /// `backend`, `backend-id` and `state` are the toolstack's.
     pub fn to_frontend_keys(&self) -> Result<Vec<(String, String)>, VifSpecError> {
         let mac = self.mac.ok_or(VifSpecError::Unresolved { field: "mac" })?;
-        let devid = self.devid.ok_or(VifSpecError::Unresolved { field: "devid" })?;
+        let devid = self
+            .devid
+            .ok_or(VifSpecError::Unresolved { field: "devid" })?;
         Ok(vec![
             ("handle".to_owned(), devid.to_string()),
             ("mac".to_owned(), mac.to_string()),
@@ -991,7 +996,10 @@ mod tests {
 
     #[test]
     fn later_items_override_and_flags_toggle() {
-        let vif = parse_vif_spec("bridge=a,bridge=b,untrusted,trusted,colo_compare_out=1,colo_compare_out=2").unwrap();
+        let vif = parse_vif_spec(
+            "bridge=a,bridge=b,untrusted,trusted,colo_compare_out=1,colo_compare_out=2",
+        )
+        .unwrap();
         assert_eq!(vif.bridge.as_deref(), Some("b"));
         assert!(vif.trusted);
         assert_eq!(vif.colo, [("colo_compare_out".to_owned(), "2".to_owned())]);
@@ -1012,7 +1020,10 @@ mod tests {
         assert_eq!(err("foo"), "unrecognized argument `foo'");
         assert_eq!(err("bridge=x,foo=bar"), "unrecognized argument `foo=bar'");
         assert_eq!(err("mac"), "unrecognized argument `mac'");
-        assert_eq!(err("MAC=00:16:3e:00:00:01"), "unrecognized argument `MAC=00:16:3e:00:00:01'");
+        assert_eq!(
+            err("MAC=00:16:3e:00:00:01"),
+            "unrecognized argument `MAC=00:16:3e:00:00:01'"
+        );
         assert_eq!(err("trusted=1"), "unrecognized argument `trusted=1'");
         assert_eq!(err("colo_bogus=1"), "unrecognized argument `colo_bogus=1'");
         assert_eq!(err("a, ,b"), "unrecognized argument `a'");
@@ -1083,7 +1094,15 @@ mod tests {
         assert_eq!(vif.ip.len(), 2);
         assert_eq!(vif.ip[1].prefix_len, Some(128));
         assert!(parse_vif_spec("ip=").unwrap().ip.is_empty());
-        for bad in ["10.0.0.256", "10.0.0.1/33", "::1/129", "10.0.0.1/", "10.0.0.1/x", "010.0.0.1", "host"] {
+        for bad in [
+            "10.0.0.256",
+            "10.0.0.1/33",
+            "::1/129",
+            "10.0.0.1/",
+            "10.0.0.1/x",
+            "010.0.0.1",
+            "host",
+        ] {
             let spec = format!("ip={bad}");
             assert_err_names(&spec, &format!("bad IP address `{bad}'"));
         }
@@ -1091,7 +1110,13 @@ mod tests {
 
     #[test]
     fn backend_must_be_dom0() {
-        for ok in ["backend=0", "backend=Domain-0", "backend=dom0", "backend=00", "backend="] {
+        for ok in [
+            "backend=0",
+            "backend=Domain-0",
+            "backend=dom0",
+            "backend=00",
+            "backend=",
+        ] {
             assert!(parse_vif_spec(ok).is_ok(), "{ok}");
         }
         for bad in ["backend=1", "backend=netvm", "backend=domain-0"] {
@@ -1110,8 +1135,18 @@ mod tests {
     #[test]
     fn devid_and_mtu_ranges() {
         assert_eq!(parse_vif_spec("devid=0").unwrap().devid, Some(0));
-        assert_eq!(parse_vif_spec("devid=2147483647").unwrap().devid, Some(MAX_DEVID));
-        for bad in ["devid=2147483648", "devid=-1", "devid=", "devid=1x", "devid=+1", "devid= 1"] {
+        assert_eq!(
+            parse_vif_spec("devid=2147483647").unwrap().devid,
+            Some(MAX_DEVID)
+        );
+        for bad in [
+            "devid=2147483648",
+            "devid=-1",
+            "devid=",
+            "devid=1x",
+            "devid=+1",
+            "devid= 1",
+        ] {
             assert_err_names(bad, "devid must be a number");
         }
         assert_eq!(parse_vif_spec("mtu=68").unwrap().mtu, Some(68));
@@ -1135,7 +1170,8 @@ mod tests {
     fn fill_defaults_builtins() {
         let mut rng = StdRng::seed_from_u64(1);
         let mut vif = parse_vif_spec("").unwrap();
-        vif.fill_defaults(&VifDefaults::default(), &mut rng).unwrap();
+        vif.fill_defaults(&VifDefaults::default(), &mut rng)
+            .unwrap();
         assert_eq!(vif.bridge.as_deref(), Some("xenbr0"));
         assert_eq!(vif.script.as_deref(), Some("/etc/xen/scripts/vif-bridge"));
         assert_eq!(vif.gatewaydev, None);
@@ -1159,7 +1195,9 @@ mod tests {
         assert_eq!(vif.gatewaydev.as_deref(), Some("eth9"));
         assert!(!vif.mac.unwrap().is_unset());
 
-        let mut vif = parse_vif_spec("bridge=br1,script=vif-route,gatewaydev=eth1,mac=00:16:3e:00:00:01").unwrap();
+        let mut vif =
+            parse_vif_spec("bridge=br1,script=vif-route,gatewaydev=eth1,mac=00:16:3e:00:00:01")
+                .unwrap();
         vif.fill_defaults(&defaults, &mut rng).unwrap();
         assert_eq!(vif.bridge.as_deref(), Some("br1"));
         assert_eq!(vif.script.as_deref(), Some("/x/vif-route"));
@@ -1174,7 +1212,10 @@ mod tests {
             backend: Some("drv".into()),
             ..VifDefaults::default()
         };
-        let e = VifSpec::default().fill_defaults(&defaults, &mut rng).unwrap_err().to_string();
+        let e = VifSpec::default()
+            .fill_defaults(&defaults, &mut rng)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("vif.default.backend = \"drv\""), "{e}");
         assert!(e.contains("driver domains are not supported"), "{e}");
         let defaults = VifDefaults {
@@ -1182,7 +1223,10 @@ mod tests {
             ..VifDefaults::default()
         };
         let e = defaults.validate().unwrap_err().to_string();
-        assert!(e.contains("vif.default.bridge = \"way-too-long-bridge\""), "{e}");
+        assert!(
+            e.contains("vif.default.bridge = \"way-too-long-bridge\""),
+            "{e}"
+        );
     }
 
     // ---- keys ----
@@ -1194,8 +1238,12 @@ mod tests {
             "mac=00:16:3e:0a:0b:0c,ip=10.0.0.5 10.0.0.6,rate=10Mb/s,gatewaydev=eth0,vifname=g0,forwarddev=eth3",
         )
         .unwrap();
-        assert_eq!(vif.to_backend_keys(), Err(VifSpecError::Unresolved { field: "devid" }));
-        vif.fill_defaults(&VifDefaults::default(), &mut rng).unwrap();
+        assert_eq!(
+            vif.to_backend_keys(),
+            Err(VifSpecError::Unresolved { field: "devid" })
+        );
+        vif.fill_defaults(&VifDefaults::default(), &mut rng)
+            .unwrap();
         vif.devid = Some(2);
         let keys = vif.to_backend_keys().unwrap();
         let want: Vec<(String, String)> = [
@@ -1230,14 +1278,21 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(5);
         for (spec, want) in [("mtu=1500", None), ("mtu=9000", Some("9000")), ("", None)] {
             let mut vif = parse_vif_spec(spec).unwrap();
-            vif.fill_defaults(&VifDefaults::default(), &mut rng).unwrap();
+            vif.fill_defaults(&VifDefaults::default(), &mut rng)
+                .unwrap();
             vif.devid = Some(0);
             let keys = vif.to_backend_keys().unwrap();
-            let mtu = keys.iter().find(|(k, _)| k == "mtu").map(|(_, v)| v.as_str());
+            let mtu = keys
+                .iter()
+                .find(|(k, _)| k == "mtu")
+                .map(|(_, v)| v.as_str());
             assert_eq!(mtu, want, "{spec}");
         }
         let mut vif = parse_vif_spec("untrusted,mac=00:16:3e:00:00:01").unwrap();
-        assert_eq!(vif.to_frontend_keys(), Err(VifSpecError::Unresolved { field: "devid" }));
+        assert_eq!(
+            vif.to_frontend_keys(),
+            Err(VifSpecError::Unresolved { field: "devid" })
+        );
         vif.devid = Some(0);
         assert_eq!(vif.to_frontend_keys().unwrap()[2].1, "0");
     }
@@ -1245,7 +1300,10 @@ mod tests {
     #[test]
     fn script_resolution() {
         assert_eq!(resolve_script_path("/a/b", "/etc/xen/scripts"), "/a/b");
-        assert_eq!(resolve_script_path("vif-nat", "/etc/xen/scripts"), "/etc/xen/scripts/vif-nat");
+        assert_eq!(
+            resolve_script_path("vif-nat", "/etc/xen/scripts"),
+            "/etc/xen/scripts/vif-nat"
+        );
         assert_eq!(resolve_script_path("vif-nat", "/s/"), "/s/vif-nat");
     }
 
@@ -1254,7 +1312,10 @@ mod tests {
     fn with_devids(devids: &[Option<u32>]) -> Vec<VifSpec> {
         devids
             .iter()
-            .map(|&devid| VifSpec { devid, ..VifSpec::default() })
+            .map(|&devid| VifSpec {
+                devid,
+                ..VifSpec::default()
+            })
             .collect()
     }
 
@@ -1315,7 +1376,7 @@ mod tests {
         #[test]
         fn vif_parser_never_panics(spec in "\\PC{0,80}") {
             let _ = parse_vif_spec(&spec);
-            let _ = parse_vif_items(&[spec.clone()]);
+            let _ = parse_vif_items(&[spec.as_str()]);
             let _ = parse_detach_target(&spec);
             let _ = MacAddr::parse_vif_form(&spec);
         }
