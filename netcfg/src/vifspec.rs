@@ -1374,7 +1374,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn vif_parser_never_panics(spec in "\\PC{0,80}") {
+        fn vif_parser_never_panics(spec in any::<String>()) {
             let _ = parse_vif_spec(&spec);
             let _ = parse_vif_items(&[spec.as_str()]);
             let _ = parse_detach_target(&spec);

@@ -21,7 +21,13 @@ mod syntax;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-pub use syntax::{parse_xl_cfg, strtol_whole, SyntaxError, Value, XlConfig, MAX_LIST_DEPTH};
+pub use syntax::{strtol_whole, SyntaxError, Value, XlConfig, MAX_LIST_DEPTH};
+
+/// Parses xl.cfg / xl.conf text with libxlu's grammar (see the `xlcfg_syntax` module
+/// docs for the rules and quirks); errors carry line:column and what was expected.
+pub fn parse_xl_cfg(text: &str) -> Result<XlConfig, CfgError> {
+    Ok(syntax::parse_xl_cfg(text)?)
+}
 
 use crate::vifspec::{
     assign_list_position_devids, parse_vif_spec, VifDefaults, VifSpec, VifSpecError,
@@ -132,7 +138,8 @@ impl CfgError {
 // ---------------------------------------------------------------------------------
 
 /// Reads `key` as a single value in string form (libxlu `xlu_cfg_get_string`): a
-/// string as is, a number as its decimal text; a list is refused.
+/// string as is, a number as its decimal text (xl keeps the token's spelling, so
+/// `name = 0x10` is "0x10" there and "16" here); a list is refused.
 pub fn get_string(cfg: &XlConfig, key: &str) -> Result<Option<String>, CfgError> {
     match cfg.get(key) {
         None => Ok(None),

@@ -842,7 +842,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn parser_never_panics(text in "\\PC{0,120}") {
+        fn parser_never_panics(text in any::<String>()) {
             let _ = parse_xl_cfg(&text);
         }
 
