@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{get_u16, put_u16, EtherType, Error, MacAddr, Result};
+use super::{get_u16, put_u16, Error, EtherType, MacAddr, Result};
 
 /// ARP opcode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -394,15 +394,7 @@ pub fn ipv6_icmpv6(
     if l4_len < icmpv6::HEADER_LEN {
         return Err(Error::Malformed);
     }
-    let l4 = ipv6_headers(
-        buf,
-        l2,
-        src,
-        dst,
-        IpProtocol::ICMPV6,
-        hop_limit,
-        l4_len,
-    )?;
+    let l4 = ipv6_headers(buf, l2, src, dst, IpProtocol::ICMPV6, hop_limit, l4_len)?;
     let end = l4 + l4_len;
     buf[l4 + 4..end].copy_from_slice(body);
     let mut p = Icmpv6Packet::new_unchecked(&mut buf[l4..end]);
@@ -413,12 +405,7 @@ pub fn ipv6_icmpv6(
 }
 
 /// Writes an opaque frame: L2 header, `ethertype`, then `payload` verbatim.
-pub fn raw(
-    buf: &mut [u8],
-    l2: L2Header,
-    ethertype: EtherType,
-    payload: &[u8],
-) -> Result<usize> {
+pub fn raw(buf: &mut [u8], l2: L2Header, ethertype: EtherType, payload: &[u8]) -> Result<usize> {
     let total = l2.len() + payload.len();
     need(buf, total)?;
     let off = l2.emit(buf, ethertype)?;
@@ -455,7 +442,10 @@ mod tests {
         assert_eq!(a.sender_mac, R);
         assert_eq!((a.target_mac, a.target_ip), (A, req.sender_ip));
         assert!(ArpPacket::new_checked(&buf[14..n]).is_ok());
-        assert_eq!(arp_reply(&mut buf[..41], &req, R), Err(Error::BufferTooSmall));
+        assert_eq!(
+            arp_reply(&mut buf[..41], &req, R),
+            Err(Error::BufferTooSmall)
+        );
     }
 
     #[test]
@@ -488,7 +478,9 @@ mod tests {
         let ip = e.ipv4().unwrap();
         assert_eq!(ip.dst, Ipv4Addr::new(10, 0, 0, 5));
         assert_eq!(usize::from(ip.total_len), ICMPV4_ERROR_MAX_IP_LEN);
-        assert!(Ipv4Packet::new_checked(&buf[14..m]).unwrap().verify_checksum());
+        assert!(Ipv4Packet::new_checked(&buf[14..m])
+            .unwrap()
+            .verify_checksum());
         let icmp = Icmpv4Packet::new_checked(&buf[34..m]).unwrap();
         assert!(icmp.verify_checksum());
         assert_eq!(icmp.rest_of_header(), 1400);
@@ -506,9 +498,19 @@ mod tests {
             &[0; 28],
         )
         .unwrap();
-        assert!(!icmpv4_error_allowed(&FrameInfo::parse(&orig[..k]).unwrap()));
+        assert!(!icmpv4_error_allowed(
+            &FrameInfo::parse(&orig[..k]).unwrap()
+        ));
         assert_eq!(
-            icmpv4_error(&mut buf, L2Header::new(A, R), Ipv4Addr::LOCALHOST, 3, 1, 0, &[0; 19]),
+            icmpv4_error(
+                &mut buf,
+                L2Header::new(A, R),
+                Ipv4Addr::LOCALHOST,
+                3,
+                1,
+                0,
+                &[0; 19]
+            ),
             Err(Error::Truncated)
         );
     }

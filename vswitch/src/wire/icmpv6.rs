@@ -134,12 +134,17 @@ mod tests {
         b[8..24].copy_from_slice(&target.octets());
         let src: Ipv6Addr = "fe80::1".parse().unwrap();
         let dst: Ipv6Addr = "ff02::1".parse().unwrap();
-        Icmpv6Packet::new_checked(&mut b[..]).unwrap().fill_checksum(src, dst);
+        Icmpv6Packet::new_checked(&mut b[..])
+            .unwrap()
+            .fill_checksum(src, dst);
         let p = Icmpv6Packet::new_checked(&b[..]).unwrap();
         assert_eq!(p.nd_target(), Some(target));
         assert!(p.verify_checksum(src, dst));
         assert!(!p.verify_checksum(src, "ff02::2".parse().unwrap()));
-        assert_eq!(Icmpv6Packet::new_checked(&b[..20]).unwrap().nd_target(), None);
+        assert_eq!(
+            Icmpv6Packet::new_checked(&b[..20]).unwrap().nd_target(),
+            None
+        );
         b[0] = kind::ROUTER_ADVERT;
         assert_eq!(Icmpv6Packet::new_checked(&b[..]).unwrap().nd_target(), None);
     }

@@ -565,7 +565,10 @@ mod tests {
             let mut u = UdpPacket::new_unchecked(&mut first[34..n]);
             u.set_len(3000);
         }
-        assert_eq!(FrameInfo::parse(&first[..n]).unwrap().udp_ports(), Some((5000, 53)));
+        assert_eq!(
+            FrameInfo::parse(&first[..n]).unwrap().udp_ports(),
+            Some((5000, 53))
+        );
 
         // IHL 4 -> malformed, treated as non-IP.
         let mut bad = buf;

@@ -332,23 +332,38 @@ mod tests {
         // ihl < 5
         let mut b = packet(64);
         b[0] = 0x44;
-        assert_eq!(Ipv4Packet::new_checked(&b[..]).unwrap_err(), Error::Malformed);
+        assert_eq!(
+            Ipv4Packet::new_checked(&b[..]).unwrap_err(),
+            Error::Malformed
+        );
         // tot_len > size
         let b = packet(63);
-        assert_eq!(Ipv4Packet::new_checked(&b[..]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Ipv4Packet::new_checked(&b[..]).unwrap_err(),
+            Error::Truncated
+        );
         // ihl*4 > tot_len
         let mut b = packet(64);
         b[2..4].copy_from_slice(&16u16.to_be_bytes());
-        assert_eq!(Ipv4Packet::new_checked(&b[..]).unwrap_err(), Error::Malformed);
+        assert_eq!(
+            Ipv4Packet::new_checked(&b[..]).unwrap_err(),
+            Error::Malformed
+        );
         // size < ihl*4 (ihl 15 = 60 bytes, tot_len 60, only 40 bytes present)
         let mut b = packet(20);
         b[0] = 0x4f;
         b[2..4].copy_from_slice(&60u16.to_be_bytes());
-        assert_eq!(Ipv4Packet::new_checked(&b[..]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Ipv4Packet::new_checked(&b[..]).unwrap_err(),
+            Error::Truncated
+        );
         // version 6
         let mut b = packet(64);
         b[0] = 0x65;
-        assert_eq!(Ipv4Packet::new_checked(&b[..]).unwrap_err(), Error::Malformed);
+        assert_eq!(
+            Ipv4Packet::new_checked(&b[..]).unwrap_err(),
+            Error::Malformed
+        );
         // padding after tot_len is fine and not part of the payload
         let b = packet(100);
         let mut b2 = b.clone();

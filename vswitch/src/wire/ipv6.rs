@@ -326,6 +326,11 @@ mod tests {
             pl.extend_from_slice(&[60, 0, 0, 0, 0, 0, 0, 0]);
         }
         let b = packet(IpProtocol::IPV6_OPTS, &pl);
-        assert!(!Ipv6Packet::new_checked(&b[..]).unwrap().upper_layer().complete);
+        assert!(
+            !Ipv6Packet::new_checked(&b[..])
+                .unwrap()
+                .upper_layer()
+                .complete
+        );
     }
 }

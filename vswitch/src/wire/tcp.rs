@@ -252,9 +252,15 @@ mod tests {
         assert!(!p.flags().contains(TcpFlags::ACK));
         assert_eq!(format!("{:?}", TcpFlags::SYN | TcpFlags::ACK), "[S.]");
         assert!(p.verify_checksum_v4(Ipv4Addr::new(10, 0, 0, 5), Ipv4Addr::new(10, 0, 0, 1)));
-        assert_eq!(TcpPacket::new_checked(&b[..22]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            TcpPacket::new_checked(&b[..22]).unwrap_err(),
+            Error::Truncated
+        );
         let mut bad = b;
         bad[12] = 0x40;
-        assert_eq!(TcpPacket::new_checked(&bad[..]).unwrap_err(), Error::Malformed);
+        assert_eq!(
+            TcpPacket::new_checked(&bad[..]).unwrap_err(),
+            Error::Malformed
+        );
     }
 }

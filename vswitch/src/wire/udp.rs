@@ -138,7 +138,10 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let len = self.buffer.as_ref().len();
         let end = usize::from(self.len()).clamp(HEADER_LEN, len.max(HEADER_LEN));
-        self.buffer.as_mut().get_mut(HEADER_LEN..end).unwrap_or(&mut [])
+        self.buffer
+            .as_mut()
+            .get_mut(HEADER_LEN..end)
+            .unwrap_or(&mut [])
     }
 
     fn store_checksum(&mut self, ph: u16) {

@@ -6,7 +6,7 @@
 
 use core::fmt;
 
-use super::{get_u16, put_u16, EtherType, Error, Result};
+use super::{get_u16, put_u16, Error, EtherType, Result};
 
 /// A 12-bit VLAN identifier. 0 means "priority tag only, no VLAN" and is what untagged
 /// frames are keyed under in the MAC table; 4095 is reserved.
