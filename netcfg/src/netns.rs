@@ -117,7 +117,9 @@ static RUN_DIR_MOUNT: Mutex<()> = Mutex::new(());
 
 /// Makes `/run/netns` exist and be a shared mount point, as iproute2 does: try
 /// `MS_SHARED|MS_REC` on it; if that fails with `EINVAL` (not a mount point), bind-mount the
-/// directory onto itself and try again, once.
+/// directory onto itself and try again, once. A mutex (threads) and an `flock` on the
+/// directory (other processes, e.g. parallel test binaries) keep two creators from stacking
+/// two bind mounts.
 fn ensure_run_dir_shared() -> Result<(), NetNsError> {
     let _guard = RUN_DIR_MOUNT.lock().unwrap_or_else(|p| p.into_inner());
     match fs::DirBuilder::new()
@@ -127,6 +129,11 @@ fn ensure_run_dir_shared() -> Result<(), NetNsError> {
     {
         Ok(()) => {}
         Err(e) => return Err(NetNsError::io("mkdir", NETNS_RUN_DIR, e)),
+    }
+    let dir_fd = File::open(NETNS_RUN_DIR).map_err(|e| NetNsError::io("open", NETNS_RUN_DIR, e))?;
+    // SAFETY: dir_fd is an open fd; the lock is released when it is closed at return.
+    if unsafe { libc::flock(dir_fd.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(last_os_error("flock", NETNS_RUN_DIR));
     }
     let dir = cstring(Path::new(NETNS_RUN_DIR))?;
     let none = c"none";
@@ -409,6 +416,25 @@ pub struct ScratchNetNs {
 static SCRATCH_SEQ: AtomicU32 = AtomicU32::new(0);
 
 impl ScratchNetNs {
+    /// Deletes `PREFIX-<pid>-<n>` namespaces whose process `<pid>` no longer exists
+    /// (left behind by a test run that was killed); returns their names.
+    pub fn reap_stale(prefix: &str) -> Result<Vec<String>, NetNsError> {
+        let mut reaped = Vec::new();
+        for name in NetNs::list()? {
+            let Some(rest) = name.strip_prefix(prefix).and_then(|r| r.strip_prefix('-')) else {
+                continue;
+            };
+            let Some(Ok(pid)) = rest.split('-').next().map(str::parse::<u32>) else {
+                continue;
+            };
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                NetNs::delete(&name)?;
+                reaped.push(name);
+            }
+        }
+        Ok(reaped)
+    }
+
     /// Creates `PREFIX-<pid>-<n>` with a process-wide counter `n`.
     pub fn new(prefix: &str) -> Result<ScratchNetNs, NetNsError> {
         let n = SCRATCH_SEQ.fetch_add(1, Ordering::Relaxed);
@@ -454,9 +480,11 @@ pub(crate) mod testing {
         );
     }
 
-    /// A fresh `dnt-<pid>-<n>` namespace, deleted on drop.
+    /// A fresh `dnt-<pid>-<n>` namespace, deleted on drop. Namespaces of killed earlier
+    /// runs are reaped first.
     pub(crate) fn scratch() -> ScratchNetNs {
         require_root();
+        let _ = ScratchNetNs::reap_stale("dnt");
         ScratchNetNs::new("dnt").expect("creating a scratch namespace")
     }
 
@@ -559,6 +587,22 @@ mod tests {
         let name = name.into_inner().unwrap();
         assert!(!name.is_empty());
         assert!(!NetNs::exists(&name));
+    }
+
+    #[test]
+    fn stale_scratch_namespaces_of_dead_processes_are_reaped() {
+        require_root();
+        // pid_max is at most 2^22, so this pid cannot be alive.
+        let dead = "dntreap-99999999-0";
+        drop(NetNs::create(dead).unwrap());
+        let live = ScratchNetNs::new("dntreap").unwrap();
+        let reaped = ScratchNetNs::reap_stale("dntreap").unwrap();
+        assert_eq!(reaped, vec![dead.to_string()]);
+        assert!(!NetNs::exists(dead));
+        assert!(
+            NetNs::exists(live.name()),
+            "a live process's namespace is kept"
+        );
     }
 
     #[test]

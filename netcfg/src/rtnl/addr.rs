@@ -518,4 +518,21 @@ mod tests {
             .collect();
         assert_eq!(left, vec![a4.local]);
     }
+
+    #[test]
+    fn multi_part_dumps_are_read_to_the_end() {
+        let ns = scratch();
+        let r = Rtnl::open_in(&ns).unwrap();
+        let idx = veth_link(&r, "d0");
+        // ~100 bytes per address: 1000 of them span several dump datagrams.
+        for i in 0..1000u32 {
+            let ip = std::net::Ipv4Addr::from(0x0a40_0000 + i);
+            r.add_address(&Address::new(idx, IpCidr::host(IpAddr::V4(ip))))
+                .unwrap();
+        }
+        let got = r.addresses_of(idx).unwrap();
+        assert_eq!(got.iter().filter(|a| !a.is_ipv6()).count(), 1000);
+        let shown = ip_in(&ns, &["-4", "-o", "addr", "show", "d0"]);
+        assert_eq!(shown.lines().count(), 1000);
+    }
 }
