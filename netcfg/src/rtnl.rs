@@ -154,3 +154,18 @@ pub(crate) mod testing {
         r.link_by_name(name).unwrap().index
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Handles move between threads (the daemon opens them on one thread and uses them on
+    /// another); `Rtnl` is deliberately not `Sync`.
+    #[test]
+    fn handles_are_send() {
+        fn is_send<T: Send>() {}
+        fn is_sync<T: Sync>() {}
+        is_send::<super::Rtnl>();
+        is_send::<crate::netns::NetNs>();
+        is_send::<crate::tap::Tap>();
+        is_sync::<crate::tap::Tap>();
+    }
+}
