@@ -19,6 +19,7 @@
 //! passed in, and the datapath shell that owns sockets and threads drives these types.
 
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod antispoof;
 pub mod bridge;

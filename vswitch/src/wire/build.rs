@@ -544,4 +544,154 @@ mod tests {
         assert_eq!(info.ethertype, EtherType(0x88cc));
         assert_eq!(info.l3, L3Info::None);
     }
+
+    mod roundtrip {
+        use super::*;
+        use crate::wire::{
+            ArpPacket, Icmpv4Packet, Icmpv6Packet, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket,
+            VlanId,
+        };
+        use proptest::prelude::*;
+
+        fn unicast_mac() -> impl Strategy<Value = MacAddr> {
+            any::<[u8; 6]>().prop_map(|mut a| {
+                a[0] &= 0xfe;
+                a[5] |= 1;
+                MacAddr(a)
+            })
+        }
+
+        fn tags() -> impl Strategy<Value = Vec<(EtherType, u16)>> {
+            proptest::collection::vec(
+                (
+                    prop_oneof![Just(EtherType::VLAN), Just(EtherType::QINQ)],
+                    0u16..0x1000,
+                ),
+                0..=2,
+            )
+        }
+
+        #[derive(Debug, Clone)]
+        enum Kind {
+            Udp4(Ipv4Addr, Ipv4Addr, u16, u16, Vec<u8>),
+            Tcp4(Ipv4Addr, Ipv4Addr, u16, u16, u8),
+            Arp(bool, MacAddr, Ipv4Addr, Ipv4Addr),
+            Udp6(Ipv6Addr, Ipv6Addr, u16, u16, u8),
+            Icmp6(Ipv6Addr, Ipv6Addr, u8, u8),
+        }
+
+        fn kind() -> impl Strategy<Value = Kind> {
+            let v4 = any::<u32>().prop_map(Ipv4Addr::from);
+            let v6 = any::<u128>().prop_map(Ipv6Addr::from);
+            prop_oneof![
+                (
+                    v4.clone(),
+                    v4.clone(),
+                    any::<u16>(),
+                    any::<u16>(),
+                    proptest::collection::vec(any::<u8>(), 0..64)
+                )
+                    .prop_map(|(a, b, c, d, e)| Kind::Udp4(a, b, c, d, e)),
+                (
+                    v4.clone(),
+                    v4.clone(),
+                    any::<u16>(),
+                    any::<u16>(),
+                    any::<u8>()
+                )
+                    .prop_map(|(a, b, c, d, e)| Kind::Tcp4(a, b, c, d, e)),
+                (any::<bool>(), unicast_mac(), v4.clone(), v4)
+                    .prop_map(|(a, b, c, d)| Kind::Arp(a, b, c, d)),
+                (
+                    v6.clone(),
+                    v6.clone(),
+                    any::<u16>(),
+                    any::<u16>(),
+                    any::<u8>()
+                )
+                    .prop_map(|(a, b, c, d, e)| Kind::Udp6(a, b, c, d, e)),
+                (v6.clone(), v6, any::<u8>(), any::<u8>())
+                    .prop_map(|(a, b, c, d)| Kind::Icmp6(a, b, c, d)),
+            ]
+        }
+
+        proptest! {
+            /// Whatever a builder writes, `FrameInfo::parse` reads back field for field.
+            #[test]
+            fn frame_info_round_trips(src in unicast_mac(), dst in unicast_mac(), tags in tags(), k in kind()) {
+                let l2 = L2Header::new(dst, src).with_vlans(&tags);
+                let mut buf = [0u8; 256];
+                let n = match &k {
+                    Kind::Udp4(s, d, sp, dp, pl) => ipv4_udp(&mut buf, l2, *s, *d, *sp, *dp, pl),
+                    Kind::Tcp4(s, d, sp, dp, fl) => ipv4_tcp(&mut buf, l2, *s, *d, &TcpSegment {
+                        src_port: *sp, dst_port: *dp, seq: 7, ack: 9, flags: TcpFlags(*fl), window: 512, payload: b"abc",
+                    }),
+                    Kind::Arp(req, m, s, t) => arp(&mut buf, l2, &ArpRepr {
+                        operation: if *req { ArpOperation::REQUEST } else { ArpOperation::REPLY },
+                        sender_mac: *m, sender_ip: *s, target_mac: MacAddr::ZERO, target_ip: *t,
+                    }),
+                    Kind::Udp6(s, d, sp, dp, hl) => ipv6_udp(&mut buf, l2, *s, *d, *hl, *sp, *dp, b"six"),
+                    Kind::Icmp6(s, d, ty, code) => ipv6_icmpv6(&mut buf, l2, *s, *d, 255, *ty, *code, &[0; 20]),
+                }.unwrap();
+                let info = FrameInfo::parse(&buf[..n]).unwrap();
+                prop_assert_eq!(info.len as usize, n);
+                prop_assert_eq!(info.src, src);
+                prop_assert_eq!(info.dst, dst);
+                prop_assert_eq!(info.vlans.len(), tags.len());
+                prop_assert_eq!(info.vlan(), tags.first().map_or(VlanId::NONE, |t| VlanId::from_tci(t.1)));
+                prop_assert_eq!(usize::from(info.l3_offset), 14 + 4 * tags.len());
+                match k {
+                    Kind::Udp4(s, d, sp, dp, _) => {
+                        let ip = info.ipv4().unwrap();
+                        prop_assert_eq!((ip.src, ip.dst, ip.ttl), (s, d, DEFAULT_TTL));
+                        prop_assert_eq!(info.udp_ports(), Some((sp, dp)));
+                        prop_assert_eq!(info.is_dhcp_client(), (sp, dp) == (68, 67));
+                        let l4 = usize::from(info.l4_offset);
+                        prop_assert!(UdpPacket::new_checked(&buf[l4..n]).unwrap().verify_checksum_v4(s, d));
+                        prop_assert!(Ipv4Packet::new_checked(&buf[usize::from(info.l3_offset)..n]).unwrap().verify_checksum());
+                    }
+                    Kind::Tcp4(s, d, sp, dp, fl) => {
+                        let L4Info::Tcp(t) = info.l4 else { return Err(TestCaseError::fail("not tcp")) };
+                        prop_assert_eq!((t.src_port, t.dst_port, t.flags, t.header_len), (sp, dp, TcpFlags(fl), 20));
+                        prop_assert!(TcpPacket::new_checked(&buf[usize::from(info.l4_offset)..n]).unwrap().verify_checksum_v4(s, d));
+                    }
+                    Kind::Arp(req, m, s, t) => {
+                        let a = info.arp().unwrap();
+                        prop_assert_eq!(a.operation, if req { ArpOperation::REQUEST } else { ArpOperation::REPLY });
+                        prop_assert_eq!((a.sender_mac, a.sender_ip, a.target_ip), (m, s, t));
+                        prop_assert_eq!(info.is_gratuitous_arp(), s == t && !s.is_unspecified());
+                    }
+                    Kind::Udp6(s, d, sp, dp, hl) => {
+                        let ip = info.ipv6().unwrap();
+                        prop_assert_eq!((ip.src, ip.dst, ip.hop_limit), (s, d, hl));
+                        prop_assert_eq!(info.udp_ports(), Some((sp, dp)));
+                        prop_assert!(UdpPacket::new_checked(&buf[usize::from(info.l4_offset)..n]).unwrap().verify_checksum_v6(s, d));
+                    }
+                    Kind::Icmp6(s, d, ty, code) => {
+                        prop_assert_eq!(info.l4, L4Info::Icmpv6 { msg_type: ty, code });
+                        prop_assert!(Icmpv6Packet::new_checked(&buf[usize::from(info.l4_offset)..n]).unwrap().verify_checksum(s, d));
+                    }
+                }
+            }
+
+            /// Every view's checked constructor and getters survive arbitrary bytes.
+            #[test]
+            fn views_never_panic(b in proptest::collection::vec(any::<u8>(), 0..100)) {
+                if let Ok(p) = ArpPacket::new_checked(&b[..]) { let _ = ArpRepr::parse(&p); }
+                if let Ok(p) = Ipv4Packet::new_checked(&b[..]) {
+                    let _ = (p.verify_checksum(), p.payload().len(), p.frag_offset(), p.src_addr());
+                }
+                if let Ok(p) = Ipv6Packet::new_checked(&b[..]) { let _ = (p.upper_layer(), p.traffic_class()); }
+                if let Ok(p) = TcpPacket::new_checked(&b[..]) {
+                    let _ = (p.flags(), p.seq_number(), p.verify_checksum_v4(Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST));
+                }
+                if let Ok(p) = UdpPacket::new_checked(&b[..]) {
+                    let _ = (p.payload().len(), p.verify_checksum_v4(Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST));
+                }
+                if let Ok(p) = Icmpv4Packet::new_checked(&b[..]) { let _ = (p.data().len(), p.verify_checksum()); }
+                if let Ok(p) = Icmpv6Packet::new_checked(&b[..]) { let _ = p.nd_target(); }
+                let _ = icmpv4_error(&mut [0u8; 64], L2Header::new(A, R), Ipv4Addr::LOCALHOST, 3, 1, 0, &b);
+            }
+        }
+    }
 }
