@@ -237,7 +237,10 @@ mod tests {
     fn absolute_and_relative_resolution() {
         assert_eq!(canon("/"), Ok("/".into()));
         assert_eq!(canon("/a/b-c_d@e/0"), Ok("/a/b-c_d@e/0".into()));
-        assert_eq!(canon("device/vif/0"), Ok("/local/domain/7/device/vif/0".into()));
+        assert_eq!(
+            canon("device/vif/0"),
+            Ok("/local/domain/7/device/vif/0".into())
+        );
         assert!(matches!(canonicalize(b"/x", HOME), Ok(Cow::Borrowed(_))));
     }
 
@@ -265,7 +268,10 @@ mod tests {
         assert!(canon(&rel).is_ok());
         let abs = format!("{HOME}/{rel}");
         assert!(validate(&abs).is_ok());
-        assert_eq!(canon(&"a".repeat(REL_PATH_MAX + 1)), Err(PathError::TooLong));
+        assert_eq!(
+            canon(&"a".repeat(REL_PATH_MAX + 1)),
+            Err(PathError::TooLong)
+        );
         // Outside a domain home the whole path counts.
         let outside = format!("/{}", "a".repeat(REL_PATH_MAX - 1));
         assert!(validate(&outside).is_ok());
@@ -302,12 +308,18 @@ mod tests {
         assert!(is_descendant_or_self("/a", "/"));
         assert!(!is_descendant_or_self("/ab", "/a"));
         assert!(!is_descendant_or_self("/a", "/a/b"));
-        assert_eq!(relative_to("/local/domain/0/device/vbd", "/local/domain/0"), "device/vbd");
+        assert_eq!(
+            relative_to("/local/domain/0/device/vbd", "/local/domain/0"),
+            "device/vbd"
+        );
         assert_eq!(relative_to("/local/domain/0", "/local/domain/0"), "");
         assert!(is_relative(b"device"));
         assert!(!is_relative(b"/device"));
         assert!(!is_relative(b"@releaseDomain"));
-        assert_eq!(SpecialPath::parse(b"@releaseDomain"), Some(SpecialPath::ReleaseDomain));
+        assert_eq!(
+            SpecialPath::parse(b"@releaseDomain"),
+            Some(SpecialPath::ReleaseDomain)
+        );
         assert_eq!(SpecialPath::parse(b"@releaseDomain/5"), None);
         assert_eq!(SpecialPath::IntroduceDomain.name(), "@introduceDomain");
     }

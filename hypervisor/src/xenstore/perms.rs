@@ -173,7 +173,9 @@ impl PermList {
     /// Parses NUL-separated wire strings such as `n0`, `r5`, `b1`. Domids are
     /// read like C's `strtol(.., 0)`: decimal, `0x` hex or leading-`0` octal;
     /// signs, spaces and values above 65535 are rejected.
-    pub fn parse<'a>(strings: impl IntoIterator<Item = &'a [u8]>) -> Result<PermList, PermParseError> {
+    pub fn parse<'a>(
+        strings: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<PermList, PermParseError> {
         let entries = strings
             .into_iter()
             .map(parse_perm)
@@ -198,7 +200,10 @@ impl PermList {
 
     /// The owner entry.
     pub fn owner_entry(&self) -> Perm {
-        self.0.first().copied().unwrap_or(Perm::new(Access::None, 0))
+        self.0
+            .first()
+            .copied()
+            .unwrap_or(Perm::new(Access::None, 0))
     }
 
     /// The owning domain.
@@ -262,10 +267,7 @@ impl PermList {
     /// The rights `caller` holds under this list (§4.4, C `perm_for_conn`).
     pub fn rights(&self, caller: &Caller) -> Rights {
         let owner = self.owner_entry();
-        if caller.privileged
-            || owner.domid == caller.domid
-            || caller.target == Some(owner.domid)
-        {
+        if caller.privileged || owner.domid == caller.domid || caller.target == Some(owner.domid) {
             return Rights::ALL;
         }
         self.0
@@ -288,7 +290,8 @@ fn parse_perm(s: &[u8]) -> Result<Perm, PermParseError> {
 /// An unsigned number in `strtol(…, 0)` notation (decimal, `0x` hex, `0`
 /// octal), the whole input, saturating well above any domid.
 fn parse_c_unsigned(s: &[u8]) -> Option<u64> {
-    let (radix, digits) = if let Some(hex) = s.strip_prefix(b"0x").or_else(|| s.strip_prefix(b"0X")) {
+    let (radix, digits) = if let Some(hex) = s.strip_prefix(b"0x").or_else(|| s.strip_prefix(b"0X"))
+    {
         (16, hex)
     } else if s.len() > 1 && s.first() == Some(&b'0') {
         (8, s.get(1..).unwrap_or(&[]))
@@ -301,7 +304,9 @@ fn parse_c_unsigned(s: &[u8]) -> Option<u64> {
     let mut value: u64 = 0;
     for &c in digits {
         let d = (c as char).to_digit(radix)?;
-        value = value.saturating_mul(u64::from(radix)).saturating_add(u64::from(d));
+        value = value
+            .saturating_mul(u64::from(radix))
+            .saturating_add(u64::from(d));
     }
     Some(value)
 }
@@ -338,10 +343,15 @@ mod tests {
         assert_eq!(list("r0x10").owner(), 16);
         assert_eq!(list("r010").owner(), 8);
         assert_eq!(list("r65535").owner(), 65535);
-        for bad in ["", "x1", "r", "r-1", "r 1", "r1a", "r65536", "r0x", "r09", "R1"] {
+        for bad in [
+            "", "x1", "r", "r-1", "r 1", "r1a", "r65536", "r0x", "r09", "R1",
+        ] {
             assert!(PermList::parse([bad.as_bytes()]).is_err(), "{bad:?}");
         }
-        assert_eq!(PermList::parse(std::iter::empty()), Err(PermParseError::Empty));
+        assert_eq!(
+            PermList::parse(std::iter::empty()),
+            Err(PermParseError::Empty)
+        );
     }
 
     #[test]
@@ -359,9 +369,17 @@ mod tests {
     #[test]
     fn later_entry_then_owner_letter() {
         let p = list("r5,w2,b3,n2");
-        assert_eq!(p.rights(&dom(2)), Rights::WRITE, "first matching entry wins");
+        assert_eq!(
+            p.rights(&dom(2)),
+            Rights::WRITE,
+            "first matching entry wins"
+        );
         assert_eq!(p.rights(&dom(3)), Rights::READ.union(Rights::WRITE));
-        assert_eq!(p.rights(&dom(9)), Rights::READ, "owner letter is the default");
+        assert_eq!(
+            p.rights(&dom(9)),
+            Rights::READ,
+            "owner letter is the default"
+        );
         assert!(!p.rights(&dom(3)).contains(Rights::OWNER));
         let none = list("n0");
         assert_eq!(none.rights(&dom(1)), Rights::NONE);

@@ -251,7 +251,8 @@ pub struct Header {
 impl Header {
     /// Decodes a header from its 16 wire bytes.
     pub fn parse(bytes: &[u8; HEADER_LEN]) -> Header {
-        let word = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let word =
+            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
         Header {
             msg_type: word(0),
             req_id: word(4),
@@ -514,7 +515,10 @@ mod tests {
     #[test]
     fn errno_table_matches_section_4_3() {
         let numbers: Vec<i32> = XsError::ALL.iter().map(|e| e.errno()).collect();
-        assert_eq!(numbers, [22, 13, 17, 21, 2, 12, 28, 5, 39, 38, 30, 16, 11, 106, 7, 1]);
+        assert_eq!(
+            numbers,
+            [22, 13, 17, 21, 2, 12, 28, 5, 39, 38, 30, 16, 11, 106, 7, 1]
+        );
         for e in XsError::ALL {
             assert_eq!(XsError::from_name(e.name().as_bytes()), Some(e));
             assert_eq!(e.to_string(), e.name());
@@ -604,7 +608,10 @@ mod tests {
         let mut bytes = [0u8; HEADER_LEN];
         bytes[12..].copy_from_slice(&u32::MAX.to_le_bytes());
         dec.push(&bytes);
-        assert_eq!(dec.next_message(), Err(FrameError::PayloadTooLong(u32::MAX)));
+        assert_eq!(
+            dec.next_message(),
+            Err(FrameError::PayloadTooLong(u32::MAX))
+        );
     }
 
     proptest! {
@@ -613,11 +620,8 @@ mod tests {
             let mut dec = FrameDecoder::new();
             for c in &chunks {
                 dec.push(c);
-                loop {
-                    match dec.next_message() {
-                        Ok(Some(m)) => prop_assert!(m.payload.len() <= PAYLOAD_MAX),
-                        Ok(None) | Err(_) => break,
-                    }
+                while let Ok(Some(m)) = dec.next_message() {
+                    prop_assert!(m.payload.len() <= PAYLOAD_MAX);
                 }
             }
         }

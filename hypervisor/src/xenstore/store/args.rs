@@ -68,7 +68,10 @@ mod tests {
 
     #[test]
     fn strings_ignore_unterminated_tail() {
-        assert_eq!(strings(b"a\0b\0").collect::<Vec<_>>(), [b"a" as &[u8], b"b"]);
+        assert_eq!(
+            strings(b"a\0b\0").collect::<Vec<_>>(),
+            [b"a" as &[u8], b"b"]
+        );
         assert_eq!(strings(b"a\0b").collect::<Vec<_>>(), [b"a" as &[u8]]);
         assert_eq!(strings(b"\0\0").collect::<Vec<_>>(), [b"" as &[u8], b""]);
         assert_eq!(strings(b"").count(), 0);

@@ -111,7 +111,8 @@ impl Change {
                 let mut entries = Vec::with_capacity(usize::from(n).min(r.remaining() / 3));
                 for _ in 0..n {
                     let bits = r.u8()?;
-                    let access = Access::from_bits(bits).ok_or(ChangeDecodeError::BadAccess(bits))?;
+                    let access =
+                        Access::from_bits(bits).ok_or(ChangeDecodeError::BadAccess(bits))?;
                     let domid = r.u16()?;
                     entries.push(Perm::new(access, domid));
                 }
@@ -142,8 +143,14 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], ChangeDecodeError> {
-        let end = self.pos.checked_add(n).ok_or(ChangeDecodeError::Truncated)?;
-        let out = self.bytes.get(self.pos..end).ok_or(ChangeDecodeError::Truncated)?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or(ChangeDecodeError::Truncated)?;
+        let out = self
+            .bytes
+            .get(self.pos..end)
+            .ok_or(ChangeDecodeError::Truncated)?;
         self.pos = end;
         Ok(out)
     }
@@ -153,12 +160,18 @@ impl<'a> Reader<'a> {
     }
 
     fn u16(&mut self) -> Result<u16, ChangeDecodeError> {
-        let b = self.take(2)?.try_into().map_err(|_| ChangeDecodeError::Truncated)?;
+        let b = self
+            .take(2)?
+            .try_into()
+            .map_err(|_| ChangeDecodeError::Truncated)?;
         Ok(u16::from_le_bytes(b))
     }
 
     fn u32(&mut self) -> Result<u32, ChangeDecodeError> {
-        let b = self.take(4)?.try_into().map_err(|_| ChangeDecodeError::Truncated)?;
+        let b = self
+            .take(4)?
+            .try_into()
+            .map_err(|_| ChangeDecodeError::Truncated)?;
         Ok(u32::from_le_bytes(b))
     }
 
@@ -202,7 +215,9 @@ mod tests {
 
     #[test]
     fn remove_roundtrips_and_streams() {
-        let a = Change::Remove { path: "/a/b".into() };
+        let a = Change::Remove {
+            path: "/a/b".into(),
+        };
         let b = Change::Write {
             path: "/c".into(),
             value: vec![0, 255],
@@ -214,7 +229,10 @@ mod tests {
         let (first, used) = Change::decode_prefix(&out).unwrap();
         assert_eq!(first, a);
         assert_eq!(Change::decode(&out[used..]), Ok(b));
-        assert_eq!(Change::decode(&out), Err(ChangeDecodeError::Trailing(out.len() - used)));
+        assert_eq!(
+            Change::decode(&out),
+            Err(ChangeDecodeError::Trailing(out.len() - used))
+        );
     }
 
     #[test]

@@ -386,7 +386,9 @@ impl Store {
             MsgType::Watch => self.do_watch(conn, payload, events),
             MsgType::Unwatch => self.do_unwatch(conn, payload),
             MsgType::TransactionStart => self.do_transaction_start(conn, tx_id),
-            MsgType::TransactionEnd => self.do_transaction_end(conn, tx_id, payload, events, changes),
+            MsgType::TransactionEnd => {
+                self.do_transaction_end(conn, tx_id, payload, events, changes)
+            }
             MsgType::GetDomainPath => {
                 let arg = args::onearg(payload).ok_or(XsError::EINVAL)?;
                 let mut out = format!("/local/domain/{}", args::atoi_u32(arg)).into_bytes();
@@ -398,7 +400,11 @@ impl Store {
                 let domid = args::atoi_u32(arg);
                 let yes = domid == u32::from(DOMID_SELF)
                     || DomId::try_from(domid).is_ok_and(|d| self.domains.introduced.contains(&d));
-                Ok(Reply::data(if yes { b"T\0".to_vec() } else { b"F\0".to_vec() }))
+                Ok(Reply::data(if yes {
+                    b"T\0".to_vec()
+                } else {
+                    b"F\0".to_vec()
+                }))
             }
             MsgType::Introduce => {
                 let v: Vec<&[u8]> = args::strings(payload).take(3).collect();
@@ -485,7 +491,10 @@ impl Store {
         let (raw_path, op) = match kind {
             MsgType::Write => {
                 // path\0value: the value is everything after the first NUL.
-                let nul = payload.iter().position(|&b| b == 0).ok_or(XsError::EINVAL)?;
+                let nul = payload
+                    .iter()
+                    .position(|&b| b == 0)
+                    .ok_or(XsError::EINVAL)?;
                 let (p, rest) = payload.split_at(nul);
                 (p, Op::Write(rest.get(1..).unwrap_or(&[]).to_vec()))
             }
@@ -552,12 +561,16 @@ impl Store {
             match op {
                 Op::Read => ops::read(view, &ctx, path).map(Reply::data),
                 Op::Directory => ops::directory(view, &ctx, path).map(Reply::data),
-                Op::DirectoryPart(off) => ops::directory_part(view, &ctx, path, off).map(Reply::data),
+                Op::DirectoryPart(off) => {
+                    ops::directory_part(view, &ctx, path, off).map(Reply::data)
+                }
                 Op::GetPerms => ops::get_perms(view, &ctx, path).map(Reply::data),
                 Op::Write(value) => ops::write(view, &mut ctx, path, &value).map(|()| Reply::ok()),
                 Op::Mkdir => ops::mkdir(view, &mut ctx, path).map(|()| Reply::ok()),
                 Op::Rm => ops::rm(view, &mut ctx, path).map(|()| Reply::ok()),
-                Op::SetPerms(perms) => ops::set_perms(view, &mut ctx, path, perms).map(|()| Reply::ok()),
+                Op::SetPerms(perms) => {
+                    ops::set_perms(view, &mut ctx, path, perms).map(|()| Reply::ok())
+                }
             }
         };
         let mut limit_hit = false;
@@ -597,10 +610,18 @@ impl Store {
     /// SET_PERMS on `@introduceDomain` / `@releaseDomain`: the caller needs
     /// write+owner on the special node's own permissions (C
     /// `set_perms_special`); only a privileged caller may change the owner.
-    fn set_special_perms(&mut self, caller: Caller, raw: &[u8], perms: PermList) -> Result<Reply, XsError> {
+    fn set_special_perms(
+        &mut self,
+        caller: Caller,
+        raw: &[u8],
+        perms: PermList,
+    ) -> Result<Reply, XsError> {
         let sp = Self::special_of(raw)?;
         let current = self.domains.special_perms(sp);
-        if !current.rights(&caller).contains(Rights::WRITE.union(Rights::OWNER)) {
+        if !current
+            .rights(&caller)
+            .contains(Rights::WRITE.union(Rights::OWNER))
+        {
             return Err(XsError::EACCES);
         }
         if !caller.privileged && perms.owner() != current.owner() {
@@ -625,7 +646,12 @@ impl Store {
         Ok(Reply::data(out))
     }
 
-    fn do_watch(&mut self, conn: ConnId, payload: &[u8], events: &mut EventQueue) -> Result<Reply, XsError> {
+    fn do_watch(
+        &mut self,
+        conn: ConnId,
+        payload: &[u8],
+        events: &mut EventQueue,
+    ) -> Result<Reply, XsError> {
         // Exactly two strings: 4.17 rejects a third (depth) argument.
         if args::count_nuls(payload) != 2 {
             return Err(XsError::EINVAL);
@@ -878,7 +904,11 @@ impl Store {
                 continue;
             };
             let caller = self.caller(c);
-            if !fire.perms.iter().any(|p| p.rights(&caller).contains(Rights::READ)) {
+            if !fire
+                .perms
+                .iter()
+                .any(|p| p.rights(&caller).contains(Rights::READ))
+            {
                 continue;
             }
             let shown = if w.relative {
@@ -886,7 +916,12 @@ impl Store {
             } else {
                 &fire.path
             };
-            matched.push((c.seq, w.seq, cid, Message::watch_event(shown.as_bytes(), &w.token)));
+            matched.push((
+                c.seq,
+                w.seq,
+                cid,
+                Message::watch_event(shown.as_bytes(), &w.token),
+            ));
         }
         matched.sort_by_key(|m| (m.0, m.1));
         for (_, _, cid, msg) in matched {
@@ -907,7 +942,12 @@ impl Store {
             if !perms.rights(&self.caller(c)).contains(Rights::READ) {
                 continue;
             }
-            matched.push((c.seq, w.seq, cid, Message::watch_event(sp.name().as_bytes(), &w.token)));
+            matched.push((
+                c.seq,
+                w.seq,
+                cid,
+                Message::watch_event(sp.name().as_bytes(), &w.token),
+            ));
         }
         matched.sort_by_key(|m| (m.0, m.1));
         for (_, _, cid, msg) in matched {
@@ -937,7 +977,9 @@ impl Store {
             return;
         }
         let was_introduced = self.domains.introduced.remove(&domid);
-        self.domains.targets.retain(|&d, &mut t| d != domid && t != domid);
+        self.domains
+            .targets
+            .retain(|&d, &mut t| d != domid && t != domid);
         let gone: Vec<ConnId> = self
             .conns
             .iter()
@@ -995,7 +1037,11 @@ impl Store {
             perms.strip_domain(domid, 0);
             let value = node.value.clone();
             self.tree.set_content(&p, value.clone(), perms.clone());
-            changes.push(Change::Write { path: p, value, perms });
+            changes.push(Change::Write {
+                path: p,
+                value,
+                perms,
+            });
         }
         self.domains.introduce_perms.strip_domain(domid, 0);
         self.domains.release_perms.strip_domain(domid, 0);

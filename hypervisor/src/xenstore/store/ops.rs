@@ -43,7 +43,12 @@ pub(crate) struct OpCtx<'a> {
 /// the caller holds all of `want`; otherwise the error is ENOENT/EACCES as
 /// found, but turned into EACCES unless the nearest existing ancestor grants
 /// the caller any of `want` (so existence is not leaked).
-pub(crate) fn check_access(view: &mut View, caller: &Caller, path: &str, want: Rights) -> Result<(), XsError> {
+pub(crate) fn check_access(
+    view: &mut View,
+    caller: &Caller,
+    path: &str,
+    want: Rights,
+) -> Result<(), XsError> {
     let found = match view.get(path)? {
         Some(node) if node.perms.rights(caller).contains(want) => return Ok(()),
         Some(_) => XsError::EACCES,
@@ -93,7 +98,12 @@ pub(crate) fn get_perms(view: &mut View, ctx: &OpCtx, path: &str) -> Result<Vec<
 /// child boundary so the reply fits 4096 bytes, plus a final empty string
 /// when the list ends in this chunk; an offset at or past the end gives
 /// `gen\0\0` (C `send_directory_part`).
-pub(crate) fn directory_part(view: &mut View, ctx: &OpCtx, path: &str, offset: u32) -> Result<Vec<u8>, XsError> {
+pub(crate) fn directory_part(
+    view: &mut View,
+    ctx: &OpCtx,
+    path: &str,
+    offset: u32,
+) -> Result<Vec<u8>, XsError> {
     check_access(view, &ctx.caller, path, Rights::READ)?;
     let node = node_or_eio(view, path)?;
     let children = node.children_bytes();
@@ -187,7 +197,11 @@ fn create_node(view: &mut View, ctx: &mut OpCtx, path: &str, value: &[u8]) -> Re
         inherited.with_owner(caller.domid)
     };
     for p in missing.iter().rev() {
-        let v = if *p == path { value.to_vec() } else { Vec::new() };
+        let v = if *p == path {
+            value.to_vec()
+        } else {
+            Vec::new()
+        };
         view.create(p, v, perms.clone())?;
     }
     notify(view, ctx, path, false, None);
@@ -195,7 +209,12 @@ fn create_node(view: &mut View, ctx: &mut OpCtx, path: &str, value: &[u8]) -> Re
 }
 
 /// WRITE: set the value, creating the node and missing parents.
-pub(crate) fn write(view: &mut View, ctx: &mut OpCtx, path: &str, value: &[u8]) -> Result<(), XsError> {
+pub(crate) fn write(
+    view: &mut View,
+    ctx: &mut OpCtx,
+    path: &str,
+    value: &[u8],
+) -> Result<(), XsError> {
     match check_access(view, &ctx.caller, path, Rights::WRITE) {
         Ok(()) => {
             if !ctx.caller.privileged && value.len() > ctx.quotas.node_size {
@@ -250,7 +269,12 @@ pub(crate) fn rm(view: &mut View, ctx: &mut OpCtx, path: &str) -> Result<(), XsE
 
 /// SET_PERMS on a node: the caller must own it (or be privileged) and only a
 /// privileged caller may change the owner (EPERM; XSA-352).
-pub(crate) fn set_perms(view: &mut View, ctx: &mut OpCtx, path: &str, perms: PermList) -> Result<(), XsError> {
+pub(crate) fn set_perms(
+    view: &mut View,
+    ctx: &mut OpCtx,
+    path: &str,
+    perms: PermList,
+) -> Result<(), XsError> {
     check_access(view, &ctx.caller, path, Rights::WRITE.union(Rights::OWNER))?;
     let node = node_or_eio(view, path)?;
     if !ctx.caller.privileged && perms.owner() != node.perms.owner() {

@@ -81,12 +81,6 @@ impl Transaction {
         }
     }
 
-    /// Number of distinct nodes touched (the `transaction-nodes` quota).
-    #[cfg(test)]
-    pub fn accessed(&self) -> usize {
-        self.entries.len()
-    }
-
     /// The touched nodes, in first-access order.
     pub fn entries(&self) -> &[TxEntry] {
         &self.entries
@@ -153,7 +147,13 @@ impl Transaction {
 
     /// Creates `path` in the overlay; its parent must have been touched and
     /// exist there, the node itself must have been touched and be absent.
-    pub fn create(&mut self, path: &str, value: Vec<u8>, perms: PermList, gen: u64) -> Result<(), XsError> {
+    pub fn create(
+        &mut self,
+        path: &str,
+        value: Vec<u8>,
+        perms: PermList,
+        gen: u64,
+    ) -> Result<(), XsError> {
         let parent = path::parent(path).ok_or(XsError::EINVAL)?;
         if self.node(parent).is_none() || !self.has(path) || self.node(path).is_some() {
             return Err(XsError::EIO);
@@ -174,7 +174,13 @@ impl Transaction {
     }
 
     /// Replaces value and permissions of a touched, existing node.
-    pub fn set_content(&mut self, path: &str, value: Vec<u8>, perms: PermList, gen: u64) -> Result<(), XsError> {
+    pub fn set_content(
+        &mut self,
+        path: &str,
+        value: Vec<u8>,
+        perms: PermList,
+        gen: u64,
+    ) -> Result<(), XsError> {
         let entry = self.entry_mut(path).ok_or(XsError::EIO)?;
         let node = entry.node.as_mut().ok_or(XsError::EIO)?;
         let old_owner = node.perms.owner();
@@ -258,7 +264,9 @@ impl Transaction {
         let covered = |p: &str| self.entry(p).is_some_and(TxEntry::drops_committed);
         for e in &self.entries {
             if e.drops_committed() && !path::parent(&e.path).is_some_and(covered) {
-                out.push(Change::Remove { path: e.path.clone() });
+                out.push(Change::Remove {
+                    path: e.path.clone(),
+                });
             }
         }
         let is_new = |p: &str| self.entry(p).is_some_and(TxEntry::is_new);
@@ -333,7 +341,12 @@ mod tests {
     }
 
     fn children(tree: &Tree, p: &str) -> Vec<String> {
-        tree.get(p).unwrap().children.iter().map(|c| c.to_string()).collect()
+        tree.get(p)
+            .unwrap()
+            .children
+            .iter()
+            .map(|c| c.to_string())
+            .collect()
     }
 
     #[test]
@@ -391,7 +404,12 @@ mod tests {
         tx.remove("/a/b", 51).unwrap();
         tx.create("/a/b", b"new".to_vec(), n0(), 52).unwrap();
         let changes = tx.to_changes();
-        assert_eq!(changes.first(), Some(&Change::Remove { path: "/a/b".into() }));
+        assert_eq!(
+            changes.first(),
+            Some(&Change::Remove {
+                path: "/a/b".into()
+            })
+        );
         commit(&mut tree, &tx);
         assert_eq!(children(&tree, "/a"), ["c", "d", "b"]);
         assert_eq!(tree.get("/a/b").unwrap().value, b"new");
@@ -420,12 +438,17 @@ mod tests {
         let mut tx = Transaction::new();
         tx.touch(&tree, "/a", None).unwrap();
         tx.touch(&tree, "/a/b", None).unwrap();
-        tx.create("/a/b", vec![], PermList::owner_only(3, Access::None), 9).unwrap();
+        tx.create("/a/b", vec![], PermList::owner_only(3, Access::None), 9)
+            .unwrap();
         assert_eq!(tx.owned_delta(3), 1);
-        tx.set_content("/a", vec![], PermList::owner_only(4, Access::None), 10).unwrap();
+        tx.set_content("/a", vec![], PermList::owner_only(4, Access::None), 10)
+            .unwrap();
         assert_eq!((tx.owned_delta(3), tx.owned_delta(4)), (0, 1));
         assert_eq!(tx.remove("/a", 11), Err(XsError::EIO), "parent not touched");
-        assert!(tx.node("/a/b").is_some(), "a refused removal changes nothing");
+        assert!(
+            tx.node("/a/b").is_some(),
+            "a refused removal changes nothing"
+        );
         tx.touch(&tree, "/", None).unwrap();
         tx.remove("/a", 12).unwrap();
         assert_eq!((tx.owned_delta(3), tx.owned_delta(4)), (-1, 0));

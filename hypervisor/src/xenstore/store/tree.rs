@@ -84,7 +84,8 @@ impl Tree {
         };
         let n0 = PermList::owner_only(0, Access::None);
         let gen = tree.next_generation();
-        tree.nodes.insert(ROOT.to_owned(), Node::new(Vec::new(), n0.clone(), gen));
+        tree.nodes
+            .insert(ROOT.to_owned(), Node::new(Vec::new(), n0.clone(), gen));
         tree.count_owner(0, 1);
         for p in INITIAL_NODES {
             tree.create(p, Vec::new(), n0.clone());
@@ -162,7 +163,8 @@ impl Tree {
         parent_node.children.push(path::basename(path).into());
         parent_node.generation = gen;
         let owner = perms.owner();
-        self.nodes.insert(path.to_owned(), Node::new(value, perms, gen));
+        self.nodes
+            .insert(path.to_owned(), Node::new(value, perms, gen));
         self.count_owner(owner, 1);
         true
     }
@@ -336,7 +338,10 @@ mod tests {
     fn initial_tree() {
         let t = Tree::new();
         assert_eq!(t.len(), 5);
-        assert_eq!(&*t.get("/").unwrap().children, ["local".into(), "tool".into()] as [Box<str>; 2]);
+        assert_eq!(
+            &*t.get("/").unwrap().children,
+            ["local".into(), "tool".into()] as [Box<str>; 2]
+        );
         assert_eq!(t.owned(0), 5);
         t.check().unwrap();
     }
@@ -352,7 +357,11 @@ mod tests {
         assert_eq!(t.owned(3), 2);
         let g = t.get("/a").unwrap().generation;
         assert!(t.set_content("/a/b", b"v".to_vec(), PermList::owner_only(4, Access::None)));
-        assert_eq!(t.get("/a").unwrap().generation, g, "value change leaves parent alone");
+        assert_eq!(
+            t.get("/a").unwrap().generation,
+            g,
+            "value change leaves parent alone"
+        );
         assert_eq!((t.owned(3), t.owned(4)), (1, 1));
         assert_eq!(t.remove("/a"), 3);
         assert_eq!((t.owned(3), t.owned(4)), (0, 0));
@@ -397,7 +406,9 @@ mod tests {
         assert_eq!(t.get("/p").unwrap().perms, n0(), "ancestor inherits");
         assert!(!t.apply(&Change::Remove { path: "/".into() }));
         assert!(!t.apply(&Change::Remove { path: "bad".into() }));
-        assert!(t.apply(&Change::Remove { path: "/nope".into() }));
+        assert!(t.apply(&Change::Remove {
+            path: "/nope".into()
+        }));
         t.check().unwrap();
     }
 
@@ -412,7 +423,9 @@ mod tests {
         broken.owned.insert(9, 1);
         assert!(broken.check().is_err());
         let mut broken = t.clone();
-        broken.nodes.insert("/orphan/x".into(), Node::new(vec![], n0(), 1));
+        broken
+            .nodes
+            .insert("/orphan/x".into(), Node::new(vec![], n0(), 1));
         assert!(broken.check().is_err());
         let mut broken = t;
         broken.nodes.get_mut("/").unwrap().children.push("a".into());

@@ -102,7 +102,12 @@ impl View<'_> {
     }
 
     /// Replaces value and permissions of an existing node.
-    pub fn set_content(&mut self, path: &str, value: Vec<u8>, perms: PermList) -> Result<(), XsError> {
+    pub fn set_content(
+        &mut self,
+        path: &str,
+        value: Vec<u8>,
+        perms: PermList,
+    ) -> Result<(), XsError> {
         match self {
             View::Direct { tree, changes } => {
                 if !tree.set_content(path, value.clone(), perms.clone()) {

@@ -53,7 +53,13 @@ impl WatchTable {
 
     /// Registers a watch; `EEXIST` for a duplicate (path, token) on the same
     /// connection.
-    pub fn add(&mut self, conn: ConnId, path: &[u8], token: &[u8], relative: bool) -> Result<&Watch, XsError> {
+    pub fn add(
+        &mut self,
+        conn: ConnId,
+        path: &[u8],
+        token: &[u8],
+        relative: bool,
+    ) -> Result<&Watch, XsError> {
         let list = self.by_conn.entry(conn).or_default();
         if list.iter().any(|w| &*w.path == path && &*w.token == token) {
             return Err(XsError::EEXIST);
@@ -76,7 +82,10 @@ impl WatchTable {
         let Some(list) = self.by_conn.get_mut(&conn) else {
             return false;
         };
-        let Some(i) = list.iter().position(|w| &*w.path == path && &*w.token == token) else {
+        let Some(i) = list
+            .iter()
+            .position(|w| &*w.path == path && &*w.token == token)
+        else {
             return false;
         };
         let w = list.remove(i);
@@ -160,7 +169,10 @@ impl WatchTable {
                     .get(&w.path)
                     .is_some_and(|refs| refs.contains(&(*conn, w.seq)));
                 if !ok {
-                    return Err(format!("watch {} of {conn:?} not indexed", String::from_utf8_lossy(&w.path)));
+                    return Err(format!(
+                        "watch {} of {conn:?} not indexed",
+                        String::from_utf8_lossy(&w.path)
+                    ));
                 }
             }
         }
