@@ -479,6 +479,14 @@ impl Bridge {
             .map(|(i, _)| PortId(i as u16))
     }
 
+    /// [`flood_ports`](Self::flood_ports) written into a caller-owned vector (cleared
+    /// first), so the shell can then call `&mut self` methods per destination without
+    /// allocating once the vector has grown to the port count.
+    pub fn flood_ports_into(&self, in_port: PortId, out: &mut Vec<PortId>) {
+        out.clear();
+        out.extend(self.flood_ports(in_port));
+    }
+
     /// Whether a frame may leave through `dst`: the port exists and is enabled, a tagged
     /// frame is not sent to an untagged-only port, and the frame fits the port's MTU —
     /// for a plain frame its L2 payload (frame minus Ethernet and VLAN headers) must be

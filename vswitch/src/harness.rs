@@ -117,11 +117,12 @@ impl Fabric {
     }
 
     fn deliver(&mut self, in_port: PortId, frame: &[u8], meta: &FrameMeta, v: &Verdict) {
-        let dests: Vec<PortId> = match v.decision {
+        let mut dests = Vec::new();
+        match v.decision {
             Decision::Drop(_) => return,
-            Decision::Unicast(p) => vec![p],
-            Decision::Flood => self.bridge.flood_ports(in_port).collect(),
-        };
+            Decision::Unicast(p) => dests.push(p),
+            Decision::Flood => self.bridge.flood_ports_into(in_port, &mut dests),
+        }
         for dst in dests {
             match self.bridge.egress_check(dst, &v.info, meta) {
                 Err(r) => self.bridge.record_tx_drop(dst, r),

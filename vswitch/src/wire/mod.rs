@@ -29,7 +29,9 @@ pub use cidr::{Ipv4Cidr, Ipv6Cidr};
 pub use ethernet::{EtherType, EthernetFrame, EthernetRepr, MacAddr};
 pub use icmpv4::Icmpv4Packet;
 pub use icmpv6::Icmpv6Packet;
-pub use info::{ArpInfo, FrameInfo, Ipv4Info, Ipv6Info, L3Info, L4Info, TcpInfo, VlanTags};
+pub use info::{
+    ArpInfo, FrameInfo, Ipv4Info, Ipv6Info, L3Info, L4Info, TcpInfo, VlanTag, VlanTags,
+};
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
 pub use ipv6::{Ipv6Packet, Ipv6Repr};
 pub use tcp::{TcpFlags, TcpPacket};
