@@ -458,6 +458,19 @@ mod tests {
         false
     }
 
+    /// Waits for a link to disappear. Closing our fd releases the TAP only once no forked
+    /// child (another test spawning `ip`) still holds a copy of it between fork and exec.
+    fn wait_gone(r: &Rtnl, name: &str, patience: Duration) -> bool {
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            if r.find_link(name).unwrap().is_none() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
     #[test]
     fn config_is_checked() {
         let mut c = TapConfig::new("tap0");
@@ -475,6 +488,11 @@ mod tests {
         let tap = Tap::create_in(&ns, &TapConfig::with_offloads("eth0")).unwrap();
         assert_eq!(tap.name(), "eth0");
         assert!(tap.has_vnet_hdr());
+        let details = ip_in(&ns, &["-d", "-o", "link", "show", "eth0"]);
+        assert!(
+            details.contains("tun type tap pi off vnet_hdr on persist off"),
+            "{details}"
+        );
         let r = Rtnl::open_in(&ns).unwrap();
         let link = r.link_by_name("eth0").unwrap();
         assert_eq!(link.kind, Some(LinkKind::Tun));
@@ -536,7 +554,7 @@ mod tests {
         }
         drop(tap);
         assert!(
-            r.find_link("eth0").unwrap().is_none(),
+            wait_gone(&r, "eth0", Duration::from_secs(3)),
             "non-persistent TAP must vanish"
         );
     }
@@ -549,15 +567,20 @@ mod tests {
         cfg.persist = true;
         let tap = Tap::create_in(&ns, &cfg).unwrap();
         assert_eq!(tap.name(), "vif0");
+        let details = ip_in(&ns, &["-d", "-o", "link", "show", "vif0"]);
+        assert!(
+            details.contains("tun type tap pi off vnet_hdr off persist on"),
+            "{details}"
+        );
         drop(tap);
         assert!(
-            r.find_link("vif0").unwrap().is_some(),
+            !wait_gone(&r, "vif0", Duration::from_millis(300)),
             "persistent TAP outlives its fd"
         );
         let again = Tap::create_in(&ns, &TapConfig::new("vif0")).unwrap();
         again.set_persist(false).unwrap();
         drop(again);
-        assert!(r.find_link("vif0").unwrap().is_none());
+        assert!(wait_gone(&r, "vif0", Duration::from_secs(3)));
 
         let mut mq = TapConfig::with_offloads("mq0");
         mq.multi_queue = true;

@@ -454,7 +454,26 @@ mod tests {
         route6: serde_json::Value,
     }
 
+    /// Waits until no address is tentative. Even with `accept_dad=0` the kernel finishes
+    /// "DAD" from a work item, so a fresh IPv6 address is tentative for a moment.
+    fn settle(r: &Rtnl) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while r
+            .addresses()
+            .unwrap()
+            .iter()
+            .any(|a| a.flags.contains(AddrFlags::TENTATIVE))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "addresses stay tentative"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     fn ip_state(ns: &crate::netns::ScratchNetNs, dev: &str) -> IpState {
+        settle(&Rtnl::open_in(ns).unwrap());
         IpState {
             addr: ip_json(ns, &["addr", "show", "dev", dev]),
             route4: ip_json(ns, &["-4", "route", "show", "table", "all"]),
