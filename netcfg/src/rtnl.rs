@@ -26,7 +26,9 @@ pub(crate) mod wire;
 
 pub use addr::{AddrFlags, Address, Scope, INFINITY_LIFETIME};
 pub use error::RtnlError;
-pub use link::{Link, LinkFlags, LinkId, LinkKind, LinkStats, OperState};
+pub use link::{
+    validate_ifname, Link, LinkFlags, LinkId, LinkKind, LinkStats, OperState, IFNAME_MAX,
+};
 pub use neigh::{Neighbour, NeighbourState};
 pub use netaddr::{AddrParseError, IpCidr, MacAddr};
 pub use route::{NextHop, Route, RouteProtocol, RouteTable, RouteType};
