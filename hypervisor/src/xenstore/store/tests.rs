@@ -2709,3 +2709,75 @@ proptest! {
         }
     }
 }
+
+/// Rough cost of the hot requests through `handle` (run with
+/// `cargo test --release -p hypervisor -- --ignored handle_throughput --nocapture`).
+#[test]
+#[ignore]
+fn handle_throughput() {
+    let mut s = store();
+    for d in 1..=50u16 {
+        for k in [
+            "name",
+            "domid",
+            "device/vif/0/state",
+            "device/vif/0/mac",
+            "backend/vif/1/0/state",
+        ] {
+            assert_ok(
+                &write(&mut s, D0, 0, &format!("/local/domain/{d}/{k}"), b"4"),
+                D0,
+            );
+        }
+    }
+    assert_ok(
+        &call(
+            &mut s,
+            D0,
+            0,
+            MsgType::Watch,
+            &["/local/domain/7/device", "w"],
+        ),
+        D0,
+    );
+    let read_msg = Message::request(MsgType::Read, 0, &[b"/local/domain/25/device/vif/0/state"]);
+    let mut write_payload = b"/local/domain/25/device/vif/0/state\0".to_vec();
+    write_payload.extend_from_slice(b"4");
+    let write_msg = Message::new(MsgType::Write, 0, 0, write_payload);
+    let n = 200_000;
+    for (name, msg) in [("READ", &read_msg), ("WRITE", &write_msg)] {
+        let t = std::time::Instant::now();
+        let mut bytes = 0;
+        for _ in 0..n {
+            bytes += s.handle(D0, msg).out.len();
+        }
+        let ns = t.elapsed().as_nanos() as f64 / n as f64;
+        eprintln!("{name}: {ns:.0} ns/request ({bytes} msgs)");
+    }
+    let t = std::time::Instant::now();
+    for i in 0..n / 10 {
+        let r = s.handle(D0, &Message::request(MsgType::TransactionStart, 0, &[b""]));
+        let p = payload(&r, D0);
+        let tx: u32 = std::str::from_utf8(&p[..p.len() - 1])
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut w = b"/local/domain/3/device/vif/0/state\0".to_vec();
+        w.extend_from_slice(i.to_string().as_bytes());
+        s.handle(D0, &Message::new(MsgType::Write, 0, tx, w));
+        let r = s.handle(D0, &Message::request(MsgType::TransactionEnd, tx, &[b"T"]));
+        assert_ok(&r, D0);
+    }
+    eprintln!(
+        "tx start+write+commit: {:.0} ns",
+        t.elapsed().as_nanos() as f64 / (n / 10) as f64
+    );
+}
+
+#[test]
+fn store_and_messages_can_move_between_threads() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<Store>();
+    assert_send::<Response>();
+    assert_send::<Change>();
+}
