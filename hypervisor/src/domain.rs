@@ -141,7 +141,7 @@ impl Registry {
                 domid: DOM0,
                 name: DOM0_NAME.into(),
                 uuid: DOM0_UUID.into(),
-                memory_mib: 0,
+                memory_mib: crate::hv::DOM0_FRAMES / 256,
                 vcpus: 1,
                 max_grant_frames: crate::grant::DEFAULT_MAX_GRANT_FRAMES,
                 created_ms: 0,

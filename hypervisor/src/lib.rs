@@ -9,9 +9,12 @@
 pub mod domain;
 pub mod evtchn;
 pub mod grant;
+pub mod hv;
 pub mod journal;
 pub mod memory;
 pub mod xenstore;
+pub mod xenstored;
+pub mod xs_socket;
 
 /// A Xen domain id (`domid_t`, 16 bits). Dom0 is 0; guests count up from 1.
 pub type DomId = u16;

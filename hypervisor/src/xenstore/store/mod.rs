@@ -91,7 +91,7 @@ pub struct Response {
 }
 
 /// How often each quota refused a request.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct QuotaHits {
     /// `nodes_per_domain`.
     pub nodes: u64,
@@ -108,7 +108,7 @@ pub struct QuotaHits {
 }
 
 /// Store counters and sizes (see [`Store::stats`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StoreStats {
     /// Committed nodes, root included.
     pub nodes: usize,

@@ -1,0 +1,213 @@
+//! Shared helpers for the integration tests: a private daemon per test (own run and
+//! state directories, killed and cleaned up on drop, even when the test panics), the
+//! CLI, and Xen's xenstore tools pointed at it.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A unique short tag for names (namespaces, domains) of this test process.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}x{}",
+        std::process::id() % 100_000,
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Fails loudly (never skips) when not root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root (run scripts/test as root)"
+    );
+}
+
+/// Fails loudly when a tool the test drives is missing.
+pub fn require_tool(tool: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{tool}` is not installed (scripts/test installs it)"
+    );
+}
+
+/// A daemon running in its own temporary directories.
+pub struct Daemon {
+    pub dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub state_dir: PathBuf,
+    child: Option<Child>,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_domnet")
+}
+
+impl Daemon {
+    /// Starts a daemon in a fresh directory and waits until it answers.
+    pub fn start() -> Daemon {
+        let dir = std::env::temp_dir().join(unique("domnet-test-"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut d = Daemon {
+            run_dir: dir.join("run"),
+            state_dir: dir.join("state"),
+            dir,
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    /// (Re)starts the daemon process on the same directories.
+    pub fn spawn(&mut self) -> Duration {
+        assert!(self.child.is_none(), "daemon already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .unwrap();
+        let t0 = Instant::now();
+        let child = Command::new(bin())
+            .args(["daemon", "--run-dir"])
+            .arg(&self.run_dir)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .env("DOMNET_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn domnet daemon");
+        self.child = Some(child);
+        while t0.elapsed() < Duration::from_secs(30) {
+            if self.cli(&["list"]).status.success() {
+                return t0.elapsed();
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!("daemon exited at startup with {st}; log:\n{}", self.log());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("daemon did not come up; log:\n{}", self.log());
+    }
+
+    /// Sends a signal and reaps the process.
+    pub fn kill(&mut self, signal: i32) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(c.id() as i32, signal) };
+            let _ = c.wait();
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// True while the daemon process is alive.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Runs `domnet ARGS` against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .args(args)
+            .env("DOMNET_RUN_DIR", &self.run_dir)
+            .output()
+            .expect("run domnet")
+    }
+
+    /// Runs `domnet ARGS`, asserting success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "domnet {args:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Writes an xl.cfg in the test dir and creates the domain; returns its id.
+    pub fn create(&self, name: &str, extra: &str) -> u16 {
+        let cfg = self.dir.join(format!("{name}.cfg"));
+        std::fs::write(&cfg, format!("name = \"{name}\"\nmemory = 16\n{extra}\n")).unwrap();
+        self.ok(&["create", cfg.to_str().unwrap()]);
+        self.domid(name)
+    }
+
+    pub fn domid(&self, name: &str) -> u16 {
+        let list: serde_json::Value = serde_json::from_str(&self.ok(&["list", "--json"])).unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == name)
+            .and_then(|d| d["domid"].as_u64())
+            .unwrap_or_else(|| panic!("domain {name} not listed")) as u16
+    }
+
+    /// dom0's xenstore socket.
+    pub fn dom0_socket(&self) -> PathBuf {
+        self.run_dir.join("xenstored").join("socket")
+    }
+
+    /// A domain's own xenstore socket.
+    pub fn domain_socket(&self, name: &str) -> PathBuf {
+        PathBuf::from(self.ok(&["xenstore-path", name]).trim())
+    }
+
+    /// Runs one of Xen's xenstore tools against `socket`.
+    pub fn xs_tool(&self, socket: &Path, tool: &str, args: &[&str]) -> Output {
+        Command::new(tool)
+            .args(args)
+            .env("XENSTORED_PATH", socket)
+            .output()
+            .unwrap_or_else(|e| panic!("running {tool}: {e}"))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill(libc::SIGKILL);
+        if std::thread::panicking() {
+            eprintln!(
+                "--- daemon log ({}) ---\n{}",
+                self.dir.display(),
+                self.log()
+            );
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    f()
+}
