@@ -213,6 +213,28 @@ impl GuestMemory {
         Ok(unsafe { self.base.as_ptr().add(at) })
     }
 
+    /// A raw pointer to `frames` consecutive frames starting at `gfn`, for memory this
+    /// process owns outright (dom0's private buffer pool, which is never granted) and
+    /// hands to the kernel (`readv`/`writev`) or slices itself.
+    ///
+    /// # Safety
+    /// The caller must guarantee that no other party (guest, other process, other
+    /// thread) accesses those frames while it uses the pointer, and must not use it
+    /// past the lifetime of `self`.
+    pub unsafe fn private_frames(&self, gfn: Gfn, frames: u64) -> Result<*mut u8, MemError> {
+        let end = gfn.checked_add(frames).ok_or(MemError::FrameOutOfRange {
+            gfn,
+            frames: self.frames,
+        })?;
+        if frames == 0 || end > self.frames {
+            return Err(MemError::FrameOutOfRange {
+                gfn: end.saturating_sub(1),
+                frames: self.frames,
+            });
+        }
+        self.ptr(gfn, 0, 0)
+    }
+
     /// Copies `buf.len()` bytes out of frame `gfn` starting at `offset` (volatile reads).
     #[inline]
     pub fn read(&self, gfn: Gfn, offset: usize, buf: &mut [u8]) -> Result<(), MemError> {

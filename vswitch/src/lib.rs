@@ -24,6 +24,7 @@
 pub mod antispoof;
 pub mod bridge;
 pub mod counters;
+pub mod datapath;
 pub mod fdb;
 pub mod harness;
 pub mod meta;
