@@ -155,34 +155,211 @@ pub fn xenstore_path(run_dir: &Path, domain: Option<String>) -> ExitCode {
     })())
 }
 
-/// `domnet stats [--json]`.
-pub fn stats(run_dir: &Path, json: bool) -> ExitCode {
+/// Verbs whose success needs no output.
+pub fn simple(run_dir: &Path, req: Request) -> ExitCode {
+    done(request(run_dir, &req).map(|_| ()))
+}
+
+/// `domnet stats [PORT] [--json]`: per port rx/tx packets and bytes, then every
+/// non-zero drop reason by name (ovs-appctl dpctl/show style).
+pub fn stats(run_dir: &Path, port: Option<String>, json: bool) -> ExitCode {
     done((|| {
-        let data = request(run_dir, &Request::Stats)?;
+        let data = request(run_dir, &Request::Stats { port })?;
         if json {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&data).unwrap_or_default()
             );
-        } else {
-            print_tree(&data, 0);
+            return Ok(());
+        }
+        let ports: Vec<vswitch::datapath::PortReport> = decode(data["ports"].clone())?;
+        print!("{}", format_stats(&ports));
+        Ok(())
+    })())
+}
+
+/// The human layout of `domnet stats`.
+pub fn format_stats(ports: &[vswitch::datapath::PortReport]) -> String {
+    let mut out = format!(
+        "{:<16} {:<10} {:>7} {:>12} {:>14} {:>12} {:>14} {:>9}\n",
+        "PORT", "BRIDGE", "CARRIER", "RX-PKTS", "RX-BYTES", "TX-PKTS", "TX-BYTES", "DROPS"
+    );
+    for p in ports {
+        let drops: u64 = p
+            .rx_drops
+            .iter()
+            .chain(p.tx_drops.iter())
+            .map(|(_, n)| n)
+            .sum();
+        out.push_str(&format!(
+            "{:<16} {:<10} {:>7} {:>12} {:>14} {:>12} {:>14} {:>9}\n",
+            p.name,
+            p.bridge.as_deref().unwrap_or("-"),
+            if p.carrier { "up" } else { "down" },
+            p.rx_packets,
+            p.rx_bytes,
+            p.tx_packets,
+            p.tx_bytes,
+            drops
+        ));
+        for (reason, n) in &p.rx_drops {
+            out.push_str(&format!("    rx drop {reason}: {n}\n"));
+        }
+        for (reason, n) in &p.tx_drops {
+            out.push_str(&format!("    tx drop {reason}: {n}\n"));
+        }
+        for (name, n) in p.driver.iter().filter(|(_, n)| *n > 0) {
+            out.push_str(&format!("    {name}: {n}\n"));
+        }
+    }
+    out
+}
+
+/// `domnet bridge show`: brctl's layout.
+pub fn bridge_show(run_dir: &Path, json: bool) -> ExitCode {
+    done((|| {
+        let data = request(run_dir, &Request::BridgeShow)?;
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&data).unwrap_or_default()
+            );
+            return Ok(());
+        }
+        let rows: Vec<serde_json::Value> = decode(data)?;
+        println!("bridge name\tbridge id\t\tSTP enabled\tinterfaces");
+        for r in rows {
+            let ifs: Vec<String> = decode(r["interfaces"].clone())?;
+            let mut first = true;
+            print!(
+                "{}\t\t{}\t{}\t\t",
+                r["name"].as_str().unwrap_or_default(),
+                r["id"].as_str().unwrap_or_default(),
+                if r["stp"].as_bool().unwrap_or(false) {
+                    "yes"
+                } else {
+                    "no"
+                }
+            );
+            if ifs.is_empty() {
+                println!();
+            }
+            for i in ifs {
+                if first {
+                    println!("{i}");
+                    first = false;
+                } else {
+                    println!("\t\t\t\t\t\t\t{i}");
+                }
+            }
         }
         Ok(())
     })())
 }
 
-fn print_tree(v: &serde_json::Value, depth: usize) {
-    if let serde_json::Value::Object(map) = v {
-        for (k, val) in map {
-            match val {
-                serde_json::Value::Object(_) => {
-                    println!("{:indent$}{k}:", "", indent = depth * 2);
-                    print_tree(val, depth + 1);
+/// `domnet fdb show BRIDGE`: ovs-appctl fdb/show's columns, ports by name.
+pub fn fdb_show(run_dir: &Path, bridge: &str, json: bool) -> ExitCode {
+    done((|| {
+        let data = request(
+            run_dir,
+            &Request::FdbShow {
+                bridge: bridge.to_string(),
+            },
+        )?;
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&data).unwrap_or_default()
+            );
+            return Ok(());
+        }
+        let rows: Vec<vswitch::datapath::FdbEntryReport> = decode(data)?;
+        let w = rows.iter().map(|r| r.port.len()).max().unwrap_or(4).max(4);
+        println!("{:>w$}  VLAN  MAC                Age", "port");
+        for r in rows {
+            let age = if r.is_static {
+                "static".to_string()
+            } else {
+                format!("{}", r.age as u64)
+            };
+            println!("{:>w$}  {:>4}  {}  {:>3}", r.port, r.vlan, r.mac, age);
+        }
+        Ok(())
+    })())
+}
+
+/// `domnet network-bridge start|stop|status [bridge=B] [netdev=N]`.
+pub fn network_bridge(run_dir: &Path, action: &str, args: &[String], legacy: bool) -> ExitCode {
+    done((|| {
+        let mut bridge = "xenbr0".to_string();
+        let mut netdev = None;
+        for a in args {
+            match a.split_once('=') {
+                Some(("bridge", v)) => bridge = v.to_string(),
+                Some(("netdev", v)) => netdev = Some(v.to_string()),
+                _ => {
+                    eprintln!("domnet: network-bridge: unknown argument `{a}` (expected bridge=NAME or netdev=NIC)");
+                    return Err(ExitCode::from(2));
                 }
-                other => println!("{:indent$}{k}: {other}", "", indent = depth * 2),
             }
         }
-    }
+        let data = request(
+            run_dir,
+            &Request::NetworkBridge {
+                action: action.to_string(),
+                bridge,
+                netdev,
+                legacy_renames: legacy,
+            },
+        )?;
+        if action == "status" {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&data).unwrap_or_default()
+            );
+        } else if data["already"].as_bool() == Some(true) {
+            eprintln!("domnet: nothing to do ({action} already in effect)");
+        }
+        Ok(())
+    })())
+}
+
+/// `domnet capture PORT [-w FILE] [-c N]`: pcap to a file or stdout.
+pub fn capture(
+    run_dir: &Path,
+    port: String,
+    file: Option<std::path::PathBuf>,
+    count: Option<u64>,
+) -> ExitCode {
+    done((|| {
+        let (resp, mut stream) =
+            match control::call_stream(run_dir, &Request::Capture { port, count }) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("domnet: {e}");
+                    return Err(ExitCode::from(EXIT_UNREACHABLE));
+                }
+            };
+        if !resp.ok {
+            eprintln!("domnet: {}", resp.error.unwrap_or_default());
+            return Err(ExitCode::from(EXIT_FAILED));
+        }
+        let mut out: Box<dyn std::io::Write> = match &file {
+            Some(f) => Box::new(std::fs::File::create(f).map_err(|e| {
+                eprintln!("domnet: cannot write {}: {e}", f.display());
+                ExitCode::from(EXIT_FAILED)
+            })?),
+            None => Box::new(std::io::stdout()),
+        };
+        match std::io::copy(&mut stream, &mut out) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            Err(e) => {
+                eprintln!("domnet: capture: {e}");
+                Err(ExitCode::from(EXIT_FAILED))
+            }
+        }
+    })())
 }
 
 #[cfg(test)]

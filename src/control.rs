@@ -45,8 +45,80 @@ pub enum Request {
         /// Name or id.
         domain: Option<String>,
     },
-    /// Daemon counters.
-    Stats,
+    /// Port counters (all ports, or one).
+    Stats {
+        /// Only this port.
+        port: Option<String>,
+    },
+    /// Create a bridge with its host port.
+    BridgeAdd {
+        /// Bridge name (also its host port's name).
+        name: String,
+        /// MAC aging in seconds.
+        aging: Option<u64>,
+    },
+    /// Delete a bridge.
+    BridgeDel {
+        /// Bridge name.
+        name: String,
+    },
+    /// List bridges.
+    BridgeShow,
+    /// Attach a port to a bridge.
+    BridgeAddif {
+        /// Bridge.
+        bridge: String,
+        /// Port.
+        port: String,
+        /// MTU to set on the port.
+        mtu: Option<u32>,
+    },
+    /// Detach a port from a bridge.
+    BridgeDelif {
+        /// Bridge.
+        bridge: String,
+        /// Port.
+        port: String,
+    },
+    /// dom0 bridge set-up.
+    NetworkBridge {
+        /// start, stop or status.
+        action: String,
+        /// The bridge.
+        bridge: String,
+        /// The NIC (default: the default-route device, else eth0).
+        netdev: Option<String>,
+        /// Xen 3.x renames (netdev → p<netdev>).
+        legacy_renames: bool,
+    },
+    /// A bridge's MAC table.
+    FdbShow {
+        /// Bridge.
+        bridge: String,
+    },
+    /// Add a static MAC table entry.
+    FdbAdd {
+        /// Bridge.
+        bridge: String,
+        /// MAC.
+        mac: String,
+        /// Port.
+        port: String,
+    },
+    /// Delete a MAC table entry.
+    FdbDel {
+        /// Bridge.
+        bridge: String,
+        /// MAC.
+        mac: String,
+    },
+    /// Stream a pcap of a port's frames (the answer line is followed by pcap bytes).
+    Capture {
+        /// Port.
+        port: String,
+        /// Stop after this many frames.
+        count: Option<u64>,
+    },
 }
 
 /// Why a request failed; maps to the CLI's exit code.
@@ -128,18 +200,31 @@ pub enum CallError {
 
 /// Sends one request and reads the answer.
 pub fn call(run_dir: &Path, req: &Request) -> Result<Response, CallError> {
+    call_stream(run_dir, req).map(|(r, _)| r)
+}
+
+/// Sends one request, reads the answer line and returns it with the rest of the stream
+/// (for streaming verbs such as `capture`).
+pub fn call_stream(
+    run_dir: &Path,
+    req: &Request,
+) -> Result<(Response, BufReader<UnixStream>), CallError> {
     let path = control_socket(run_dir);
     let stream = UnixStream::connect(&path).map_err(|source| CallError::Unreachable {
         path: path.clone(),
         source,
     })?;
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(300)));
+    let timeout = match req {
+        Request::Capture { .. } => None,
+        _ => Some(Duration::from_secs(300)),
+    };
+    let _ = stream.set_read_timeout(timeout);
     let mut line = serde_json::to_vec(req).map_err(|e| CallError::Protocol(e.to_string()))?;
     line.push(b'\n');
     (&stream)
         .write_all(&line)
         .map_err(|e| CallError::Protocol(e.to_string()))?;
-    let mut reader = BufReader::new(&stream);
+    let mut reader = BufReader::new(stream);
     let mut answer = String::new();
     reader
         .read_line(&mut answer)
@@ -149,5 +234,7 @@ pub fn call(run_dir: &Path, req: &Request) -> Result<Response, CallError> {
             "the daemon closed the connection without answering".into(),
         ));
     }
-    serde_json::from_str(&answer).map_err(|e| CallError::Protocol(format!("bad answer: {e}")))
+    let resp = serde_json::from_str(&answer)
+        .map_err(|e| CallError::Protocol(format!("bad answer: {e}")))?;
+    Ok((resp, reader))
 }

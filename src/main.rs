@@ -67,14 +67,111 @@ enum Command {
         /// Domain name or id.
         domain: Option<String>,
     },
-    /// Show the daemon's counters.
+    /// Port counters: rx/tx packets and bytes, drops by reason.
     Stats {
+        /// Only this port.
+        port: Option<String>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
+    /// Bridges: add, del, show, addif, delif (brctl's verbs).
+    #[command(subcommand)]
+    Bridge(BridgeCmd),
+    /// dom0 bridge set-up: `network-bridge start|stop|status [bridge=xenbr0] [netdev=eth0]`.
+    NetworkBridge {
+        /// start, stop or status.
+        action: String,
+        /// `bridge=NAME` and/or `netdev=NIC`.
+        args: Vec<String>,
+        /// Xen 3.x renames: the NIC becomes p<netdev> with MAC fe:ff:ff:ff:ff:ff, ARP off.
+        #[arg(long)]
+        legacy_renames: bool,
+    },
+    /// A bridge's MAC table: show, add, del.
+    #[command(subcommand)]
+    Fdb(FdbCmd),
+    /// Capture a port's frames as pcap (to stdout unless -w).
+    Capture {
+        /// The port.
+        port: String,
+        /// Write to this file.
+        #[arg(short = 'w')]
+        file: Option<PathBuf>,
+        /// Stop after this many frames.
+        #[arg(short = 'c')]
+        count: Option<u64>,
+    },
     /// Run the built-in demonstration on a private daemon and clean up.
     Demo,
+}
+
+#[derive(Debug, Subcommand)]
+enum BridgeCmd {
+    /// Create a bridge with only its host port (a dom0 TAP named after it).
+    Add {
+        /// Bridge name.
+        name: String,
+        /// MAC table aging in seconds (default 300; 0 = always flood).
+        #[arg(long)]
+        aging: Option<u64>,
+    },
+    /// Delete a bridge (it must have no ports but its host port).
+    Del {
+        /// Bridge name.
+        name: String,
+    },
+    /// List bridges and their interfaces (brctl show's layout).
+    Show {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach a port to a bridge.
+    Addif {
+        /// Bridge.
+        bridge: String,
+        /// Port (a vif, an uplink).
+        port: String,
+        /// MTU for the port.
+        #[arg(long)]
+        mtu: Option<u32>,
+    },
+    /// Detach a port from a bridge.
+    Delif {
+        /// Bridge.
+        bridge: String,
+        /// Port.
+        port: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FdbCmd {
+    /// MAC, port, VLAN, age, static.
+    Show {
+        /// Bridge.
+        bridge: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a static entry.
+    Add {
+        /// Bridge.
+        bridge: String,
+        /// MAC address.
+        mac: String,
+        /// Port.
+        port: String,
+    },
+    /// Remove an entry.
+    Del {
+        /// Bridge.
+        bridge: String,
+        /// MAC address.
+        mac: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -109,7 +206,38 @@ fn main() -> ExitCode {
         Command::Destroy { domain } => cli::destroy(&cli.run_dir, &domain),
         Command::List { json, domains } => cli::list(&cli.run_dir, json, &domains),
         Command::XenstorePath { domain } => cli::xenstore_path(&cli.run_dir, domain),
-        Command::Stats { json } => cli::stats(&cli.run_dir, json),
+        Command::Stats { port, json } => cli::stats(&cli.run_dir, port, json),
+        Command::Bridge(b) => match b {
+            BridgeCmd::Add { name, aging } => {
+                cli::simple(&cli.run_dir, control::Request::BridgeAdd { name, aging })
+            }
+            BridgeCmd::Del { name } => {
+                cli::simple(&cli.run_dir, control::Request::BridgeDel { name })
+            }
+            BridgeCmd::Show { json } => cli::bridge_show(&cli.run_dir, json),
+            BridgeCmd::Addif { bridge, port, mtu } => cli::simple(
+                &cli.run_dir,
+                control::Request::BridgeAddif { bridge, port, mtu },
+            ),
+            BridgeCmd::Delif { bridge, port } => {
+                cli::simple(&cli.run_dir, control::Request::BridgeDelif { bridge, port })
+            }
+        },
+        Command::NetworkBridge {
+            action,
+            args,
+            legacy_renames,
+        } => cli::network_bridge(&cli.run_dir, &action, &args, legacy_renames),
+        Command::Fdb(f) => match f {
+            FdbCmd::Show { bridge, json } => cli::fdb_show(&cli.run_dir, &bridge, json),
+            FdbCmd::Add { bridge, mac, port } => {
+                cli::simple(&cli.run_dir, control::Request::FdbAdd { bridge, mac, port })
+            }
+            FdbCmd::Del { bridge, mac } => {
+                cli::simple(&cli.run_dir, control::Request::FdbDel { bridge, mac })
+            }
+        },
+        Command::Capture { port, file, count } => cli::capture(&cli.run_dir, port, file, count),
         Command::Demo => demo::run(),
     }
 }

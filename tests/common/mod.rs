@@ -46,6 +46,8 @@ pub struct Daemon {
     pub dir: PathBuf,
     pub run_dir: PathBuf,
     pub state_dir: PathBuf,
+    /// The namespace standing in for dom0 (`None`: the test's own namespace).
+    pub netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -56,6 +58,15 @@ pub fn bin() -> &'static str {
 impl Daemon {
     /// Starts a daemon in a fresh directory and waits until it answers.
     pub fn start() -> Daemon {
+        Self::start_with(None)
+    }
+
+    /// Starts a daemon inside network namespace `netns` (which stands in for dom0).
+    pub fn start_in(netns: &str) -> Daemon {
+        Self::start_with(Some(netns.to_string()))
+    }
+
+    fn start_with(netns: Option<String>) -> Daemon {
         let dir = std::env::temp_dir().join(unique("domnet-test-"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -63,6 +74,7 @@ impl Daemon {
             run_dir: dir.join("run"),
             state_dir: dir.join("state"),
             dir,
+            netns,
             child: None,
         };
         d.spawn();
@@ -78,7 +90,15 @@ impl Daemon {
             .open(self.dir.join("daemon.log"))
             .unwrap();
         let t0 = Instant::now();
-        let child = Command::new(bin())
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, bin()]);
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let child = cmd
             .args(["daemon", "--run-dir"])
             .arg(&self.run_dir)
             .arg("--state-dir")
@@ -197,6 +217,59 @@ impl Drop for Daemon {
             );
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A network namespace for a test, deleted on drop (even when the test panics).
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(prefix: &str) -> Netns {
+        let name = unique(prefix);
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ip netns add {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let n = Netns { name };
+        n.sh("ip link set lo up");
+        n
+    }
+
+    /// Runs a shell command inside the namespace; returns its output.
+    pub fn exec(&self, cmd: &str) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, "sh", "-c", cmd])
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a shell command inside the namespace, asserting success; returns stdout.
+    pub fn sh(&self, cmd: &str) -> String {
+        let o = self.exec(cmd);
+        assert!(
+            o.status.success(),
+            "[{}] {cmd}: {}{}",
+            self.name,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 

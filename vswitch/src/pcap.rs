@@ -71,6 +71,11 @@ impl<W: Write> PcapWriter<W> {
         &self.out
     }
 
+    /// The sink, writable (e.g. to drain a `Vec` sink after each record).
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
     /// Returns the sink.
     pub fn into_inner(self) -> W {
         self.out

@@ -1,0 +1,297 @@
+//! Bridges: `bridge add|del|show|addif|delif`, `fdb`, `stats`, `capture`.
+//!
+//! A bridge is a pipeline in the switch worker plus its host port: a persistent TAP in
+//! dom0 named after the bridge (like an Open vSwitch internal port), which carries
+//! dom0's own address. Bridge definitions are kept in xenstore under
+//! `/tool/domnet/bridge/<name>` so they come back after a daemon restart.
+
+use std::time::Duration;
+
+use netcfg::rtnl::Rtnl;
+use netcfg::tap::{Tap, TapConfig};
+use serde::{Deserialize, Serialize};
+use vswitch::datapath::tap_port::TapPort;
+use vswitch::datapath::{BridgeSettings, DatapathError};
+use vswitch::fdb::FdbConfig;
+use vswitch::port::PortConfig;
+
+use super::Daemon;
+use crate::control::{ErrorKind, Response};
+
+/// Where bridge definitions live in xenstore.
+pub const BRIDGE_STORE: &str = "/tool/domnet/bridge";
+
+/// A bridge definition (what is persisted).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BridgeDef {
+    /// MAC table aging in seconds (0: never learn, always flood).
+    pub aging_secs: u64,
+    /// MAC table size.
+    pub max_entries: usize,
+    /// MAC address of the host port (kept stable across restarts).
+    pub mac: Option<String>,
+    /// MTU of the host port.
+    pub mtu: u32,
+}
+
+impl Default for BridgeDef {
+    fn default() -> Self {
+        let f = FdbConfig::default();
+        BridgeDef {
+            aging_secs: f.aging.as_secs(),
+            max_entries: f.max_entries,
+            mac: None,
+            mtu: 1500,
+        }
+    }
+}
+
+/// Maps datapath errors to CLI errors.
+pub fn dp_error(e: DatapathError) -> Response {
+    match e {
+        DatapathError::Stopped => Response::err(ErrorKind::Internal, e.to_string()),
+        DatapathError::Failed(_) => Response::err(ErrorKind::Failed, e.to_string()),
+        other => Response::err(ErrorKind::BadInput, other.to_string()),
+    }
+}
+
+/// Opens (or re-attaches to) the persistent host TAP of a bridge in dom0 and brings it
+/// up with the given MAC and MTU.
+pub fn open_host_tap(name: &str, mac: Option<&str>, mtu: u32) -> Result<Tap, String> {
+    netcfg::rtnl::validate_ifname(name).map_err(|e| format!("bad bridge name `{name}`: {e}"))?;
+    let mut cfg = TapConfig::with_offloads(name);
+    cfg.persist = true;
+    let tap = Tap::create(&cfg).map_err(|e| format!("creating host port {name}: {e}"))?;
+    let rtnl = Rtnl::open().map_err(|e| e.to_string())?;
+    if let Some(mac) = mac {
+        let mac: netcfg::rtnl::MacAddr = mac.parse().map_err(|_| format!("bad MAC {mac}"))?;
+        let current = rtnl.link_by_name(name).map_err(|e| e.to_string())?.mac;
+        if current != Some(mac) {
+            rtnl.set_mac(name, mac).map_err(|e| e.to_string())?;
+        }
+    }
+    rtnl.set_mtu(name, mtu).map_err(|e| e.to_string())?;
+    rtnl.set_up(name).map_err(|e| e.to_string())?;
+    Ok(tap)
+}
+
+/// Removes a host TAP (persistent, so it must be deleted explicitly).
+pub fn delete_host_tap(name: &str) {
+    if let Ok(rtnl) = Rtnl::open() {
+        let _ = rtnl.delete_link(name);
+    }
+}
+
+impl Daemon {
+    /// Creates a bridge (switch pipeline + host port) from its definition.
+    pub async fn bridge_create(&self, name: &str, def: &BridgeDef) -> Result<(), Response> {
+        let known = self.dp.bridges().await.map_err(dp_error)?;
+        if known.iter().any(|b| b.name == name) {
+            return Err(Response::err(
+                ErrorKind::BadInput,
+                format!("bridge `{name}` already exists"),
+            ));
+        }
+        let tap = open_host_tap(name, def.mac.as_deref(), def.mtu)
+            .map_err(|e| Response::err(ErrorKind::Failed, e))?;
+        let settings = BridgeSettings {
+            fdb: FdbConfig {
+                aging: Duration::from_secs(def.aging_secs),
+                max_entries: def.max_entries,
+                ..FdbConfig::default()
+            },
+        };
+        let mut host = PortConfig::host(name);
+        host.mtu = def.mtu;
+        if let Err(e) = self
+            .dp
+            .add_bridge(
+                name,
+                settings,
+                Some((Box::new(TapPort::new(name, tap)), host)),
+            )
+            .await
+        {
+            delete_host_tap(name);
+            return Err(dp_error(e));
+        }
+        Ok(())
+    }
+
+    /// `domnet bridge add NAME`.
+    pub async fn bridge_add(&self, name: &str, aging: Option<u64>) -> Response {
+        let mut def = BridgeDef::default();
+        if let Some(a) = aging {
+            def.aging_secs = a;
+        }
+        if let Err(r) = self.bridge_create(name, &def).await {
+            return r;
+        }
+        // Remember the MAC the kernel gave the host port, so a restart keeps it.
+        if let Ok(rtnl) = Rtnl::open() {
+            def.mac = rtnl
+                .link_by_name(name)
+                .ok()
+                .and_then(|l| l.mac)
+                .map(|m| m.to_string());
+        }
+        if let Err(e) = self
+            .store_json(&format!("{BRIDGE_STORE}/{name}"), &def)
+            .await
+        {
+            return Response::err(ErrorKind::Failed, format!("recording bridge {name}: {e}"));
+        }
+        Response::ok(serde_json::json!({ "bridge": name }))
+    }
+
+    /// `domnet bridge del NAME`.
+    pub async fn bridge_del(&self, name: &str) -> Response {
+        if let Err(e) = self.dp.del_bridge(name).await {
+            return dp_error(e);
+        }
+        delete_host_tap(name);
+        let _ = self.ctl.rm(0, &format!("{BRIDGE_STORE}/{name}")).await;
+        Response::ok(serde_json::json!({ "bridge": name }))
+    }
+
+    /// `domnet bridge show`.
+    pub async fn bridge_show(&self) -> Response {
+        let bridges = match self.dp.bridges().await {
+            Ok(b) => b,
+            Err(e) => return dp_error(e),
+        };
+        let rtnl = Rtnl::open().ok();
+        let rows: Vec<serde_json::Value> = bridges
+            .iter()
+            .map(|b| {
+                let mac = rtnl
+                    .as_ref()
+                    .and_then(|r| r.link_by_name(&b.name).ok())
+                    .and_then(|l| l.mac)
+                    .map(|m| m.to_string())
+                    .unwrap_or_default();
+                serde_json::json!({
+                    "name": b.name,
+                    "id": format!("8000.{}", mac.replace(':', "")),
+                    "stp": false,
+                    "interfaces": b.ports.iter().filter(|p| *p != &b.name).collect::<Vec<_>>(),
+                    "fdb_entries": b.fdb_entries,
+                    "aging_secs": b.aging_secs,
+                })
+            })
+            .collect();
+        Response::ok(rows)
+    }
+
+    /// `domnet bridge addif BRIDGE PORT [--mtu N]` (what vif-bridge calls).
+    pub async fn bridge_addif(&self, bridge: &str, port: &str, mtu: Option<u32>) -> Response {
+        let config = match self.port_config_for(port).await {
+            Ok(mut c) => {
+                if let Some(m) = mtu {
+                    c.mtu = m;
+                }
+                c
+            }
+            Err(r) => return r,
+        };
+        match self.dp.attach(port, bridge, config).await {
+            Ok(()) => Response::ok(serde_json::json!({ "bridge": bridge, "port": port })),
+            Err(e) => dp_error(e),
+        }
+    }
+
+    /// `domnet bridge delif BRIDGE PORT`.
+    pub async fn bridge_delif(&self, bridge: &str, port: &str) -> Response {
+        match self.dp.ports().await {
+            Ok(ports) => match ports.iter().find(|p| p.name == port) {
+                Some(p) if p.bridge.as_deref() == Some(bridge) => {}
+                Some(_) => {
+                    return Response::err(
+                        ErrorKind::BadInput,
+                        format!("port `{port}` is not attached to bridge `{bridge}`"),
+                    )
+                }
+                None => {
+                    return Response::err(ErrorKind::BadInput, format!("no port named `{port}`"))
+                }
+            },
+            Err(e) => return dp_error(e),
+        }
+        match self.dp.detach(port).await {
+            Ok(()) => Response::ok(serde_json::json!({ "bridge": bridge, "port": port })),
+            Err(e) => dp_error(e),
+        }
+    }
+
+    /// `domnet fdb show BRIDGE`.
+    pub async fn fdb_show(&self, bridge: &str) -> Response {
+        match self.dp.fdb(bridge).await {
+            Ok(rows) => Response::ok(rows),
+            Err(e) => dp_error(e),
+        }
+    }
+
+    /// `domnet fdb add BRIDGE MAC PORT`.
+    pub async fn fdb_add(&self, bridge: &str, mac: &str, port: &str) -> Response {
+        let Ok(m) = mac.parse::<netcfg::vifspec::MacAddr>() else {
+            return Response::err(ErrorKind::BadInput, format!("bad MAC address `{mac}`"));
+        };
+        match self.dp.fdb_add(bridge, vswitch::MacAddr(m.0), port).await {
+            Ok(()) => Response::ok(serde_json::json!({})),
+            Err(e) => dp_error(e),
+        }
+    }
+
+    /// `domnet fdb del BRIDGE MAC`.
+    pub async fn fdb_del(&self, bridge: &str, mac: &str) -> Response {
+        let Ok(m) = mac.parse::<netcfg::vifspec::MacAddr>() else {
+            return Response::err(ErrorKind::BadInput, format!("bad MAC address `{mac}`"));
+        };
+        match self.dp.fdb_del(bridge, vswitch::MacAddr(m.0)).await {
+            Ok(()) => Response::ok(serde_json::json!({})),
+            Err(e) => dp_error(e),
+        }
+    }
+
+    /// `domnet stats [PORT]`.
+    pub async fn stats(&self, port: Option<String>) -> Response {
+        let mut ports = match self.dp.ports().await {
+            Ok(p) => p,
+            Err(e) => return dp_error(e),
+        };
+        if let Ok(fe) = self.fe.ports().await {
+            ports.extend(fe);
+        }
+        if let Some(want) = &port {
+            ports.retain(|p| &p.name == want);
+            if ports.is_empty() {
+                return Response::err(ErrorKind::BadInput, format!("no port named `{want}`"));
+            }
+            return Response::ok(serde_json::json!({ "ports": ports }));
+        }
+        let xs = self.xs.stats().await.ok();
+        Response::ok(serde_json::json!({ "ports": ports, "xenstored": xs }))
+    }
+
+    /// Rebuilds the bridges recorded in xenstore (daemon start).
+    pub async fn restore_bridges(&self) {
+        let names = self
+            .ctl
+            .directory(0, BRIDGE_STORE)
+            .await
+            .unwrap_or_default();
+        for name in names {
+            let def: BridgeDef = match self.load_json(&format!("{BRIDGE_STORE}/{name}")).await {
+                Some(d) => d,
+                None => continue,
+            };
+            match self.bridge_create(&name, &def).await {
+                Ok(()) => tracing::info!("bridge {name} restored"),
+                Err(r) => tracing::warn!(
+                    "bridge {name} not restored: {}",
+                    r.error.unwrap_or_default()
+                ),
+            }
+        }
+    }
+}

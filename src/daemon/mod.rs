@@ -1,0 +1,392 @@
+//! `domnet daemon`: plays hypervisor, xenstored and dom0's backend.
+//!
+//! Startup order: take the run directory's lock (one daemon per run dir), replay the
+//! journal and start xenstored (sockets under `RUN_DIR/xenstored/`), start the two
+//! datapath workers ("switch" and "frontends"), bring back what the journal says exists
+//! (bridges, uplinks, domains and their vifs), then open the control socket the CLI
+//! talks to. SIGTERM/SIGINT stop it cleanly; `kill -9` loses nothing that was
+//! acknowledged (the journal is written before every reply).
+
+mod bridges;
+mod domains;
+mod netbridge;
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use hypervisor::domain::DomainInfo;
+use hypervisor::journal::SyncPolicy;
+use hypervisor::xenstored::{ToolstackError, Xenstored, XenstoredConfig, XsClient};
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tracing::{info, warn};
+use vswitch::datapath::{Datapath, WorkerConfig};
+
+use crate::control::{self, ErrorKind, Request, Response};
+
+/// Options of `domnet daemon`.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// Sockets and pid file.
+    pub run_dir: PathBuf,
+    /// Journal.
+    pub state_dir: PathBuf,
+    /// fsync policy for the journal.
+    pub sync: SyncPolicy,
+}
+
+/// The daemon's shared state, one per process.
+pub struct Daemon {
+    pub(crate) xs: Xenstored,
+    /// dom0's privileged in-process xenstore connection (the toolstack's).
+    pub(crate) ctl: XsClient,
+    /// The switch worker: bridges, host ports, uplinks, netbacks.
+    pub(crate) dp: Datapath,
+    /// The frontend worker: in-daemon netfronts of namespace domains.
+    pub(crate) fe: Datapath,
+    pub(crate) started: Instant,
+    pub(crate) run_dir: PathBuf,
+    /// Serialises network-bridge start/stop.
+    pub(crate) netbridge_lock: tokio::sync::Mutex<()>,
+}
+
+/// One row of `domnet list`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct DomainRow {
+    /// Name.
+    pub name: String,
+    /// Domain id.
+    pub domid: u16,
+    /// UUID.
+    pub uuid: String,
+    /// Memory (MiB).
+    pub mem: u64,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// xl state flags.
+    pub state: String,
+    /// Seconds since creation.
+    pub time: f64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn row(d: &DomainInfo, daemon_uptime: f64) -> DomainRow {
+    let time = if d.domid == 0 {
+        daemon_uptime
+    } else {
+        now_ms().saturating_sub(d.created_ms) as f64 / 1000.0
+    };
+    DomainRow {
+        name: d.name.clone(),
+        domid: d.domid,
+        uuid: d.uuid.clone(),
+        mem: d.memory_mib,
+        vcpus: d.vcpus,
+        state: d.state.xl_flags().to_string(),
+        time,
+    }
+}
+
+pub(crate) fn toolstack_error(e: ToolstackError) -> Response {
+    match e {
+        ToolstackError::Domain(d) => Response::err(ErrorKind::BadInput, d.to_string()),
+        ToolstackError::Failed(m) => Response::err(ErrorKind::Failed, m),
+        ToolstackError::Stopped => Response::err(ErrorKind::Internal, "xenstored stopped"),
+    }
+}
+
+impl Daemon {
+    /// Writes a JSON record to xenstore (durable before it returns).
+    pub(crate) async fn store_json<T: Serialize>(
+        &self,
+        path: &str,
+        value: &T,
+    ) -> Result<(), String> {
+        let data = serde_json::to_vec(value).map_err(|e| e.to_string())?;
+        self.ctl
+            .write(0, path, &data)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Reads a JSON record from xenstore.
+    pub(crate) async fn load_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Option<T> {
+        let data = self.ctl.read(0, path).await.ok()?;
+        match serde_json::from_slice(&data) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                warn!("{path}: unreadable record ignored: {e}");
+                None
+            }
+        }
+    }
+
+    /// The switch-side configuration for attaching `port` to a bridge.
+    pub(crate) async fn port_config_for(
+        &self,
+        port: &str,
+    ) -> Result<vswitch::port::PortConfig, Response> {
+        let ports = self.dp.ports().await.map_err(bridges::dp_error)?;
+        if !ports.iter().any(|p| p.name == port) {
+            return Err(Response::err(
+                ErrorKind::BadInput,
+                format!("no port named `{port}`"),
+            ));
+        }
+        Ok(vswitch::port::PortConfig::uplink(port))
+    }
+
+    async fn handle(&self, req: Request) -> Response {
+        match req {
+            Request::Create { config, path } => self.create(&config, &path).await,
+            Request::Destroy { domain } => self.destroy(&domain).await,
+            Request::List => match self.xs.list_domains().await {
+                Ok(list) => {
+                    let up = self.started.elapsed().as_secs_f64();
+                    Response::ok(list.iter().map(|d| row(d, up)).collect::<Vec<_>>())
+                }
+                Err(e) => toolstack_error(e),
+            },
+            Request::XenstorePath { domain } => match domain {
+                None => Response::ok(self.xs.dom0_socket()),
+                Some(d) => match self.xs.lookup_domain(d).await {
+                    Ok(info) => Response::ok(self.xs.domain_socket(info.domid)),
+                    Err(e) => toolstack_error(e),
+                },
+            },
+            Request::Stats { port } => self.stats(port).await,
+            Request::BridgeAdd { name, aging } => self.bridge_add(&name, aging).await,
+            Request::BridgeDel { name } => self.bridge_del(&name).await,
+            Request::BridgeShow => self.bridge_show().await,
+            Request::BridgeAddif { bridge, port, mtu } => {
+                self.bridge_addif(&bridge, &port, mtu).await
+            }
+            Request::BridgeDelif { bridge, port } => self.bridge_delif(&bridge, &port).await,
+            Request::NetworkBridge {
+                action,
+                bridge,
+                netdev,
+                legacy_renames,
+            } => match action.as_str() {
+                "start" => self.netbridge_start(&bridge, netdev, legacy_renames).await,
+                "stop" => self.netbridge_stop(&bridge).await,
+                "status" => self.netbridge_status(&bridge).await,
+                other => Response::err(
+                    ErrorKind::BadInput,
+                    format!("unknown action `{other}` (start|stop|status)"),
+                ),
+            },
+            Request::FdbShow { bridge } => self.fdb_show(&bridge).await,
+            Request::FdbAdd { bridge, mac, port } => self.fdb_add(&bridge, &mac, &port).await,
+            Request::FdbDel { bridge, mac } => self.fdb_del(&bridge, &mac).await,
+            Request::Capture { .. } => {
+                Response::err(ErrorKind::Internal, "capture is a streaming request")
+            }
+        }
+    }
+
+    /// `domnet capture`: streams a pcap of the port's frames down the connection.
+    async fn capture(
+        &self,
+        port: String,
+        count: Option<u64>,
+        mut wr: tokio::net::unix::OwnedWriteHalf,
+    ) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
+        let dp = if self
+            .dp
+            .ports()
+            .await
+            .map(|p| p.iter().any(|p| p.name == port))
+            .unwrap_or(false)
+        {
+            &self.dp
+        } else {
+            &self.fe
+        };
+        let first = match dp.capture(&port, tx, count).await {
+            Ok(()) => Response::ok(serde_json::json!({ "port": port })),
+            Err(e) => bridges::dp_error(e),
+        };
+        let mut line = serde_json::to_vec(&first).unwrap_or_default();
+        line.push(b'\n');
+        if wr.write_all(&line).await.is_err() || !first.ok {
+            return;
+        }
+        let Ok(mut pcap) = vswitch::pcap::PcapWriter::new(Vec::new()) else {
+            return;
+        };
+        if wr.write_all(pcap.get_ref()).await.is_err() {
+            return;
+        }
+        pcap.get_mut().clear();
+        while let Some(frame) = rx.recv().await {
+            let since = frame.time.duration_since(UNIX_EPOCH).unwrap_or_default();
+            if pcap.write_frame(since, &frame.data).is_err()
+                || wr.write_all(pcap.get_ref()).await.is_err()
+            {
+                return;
+            }
+            pcap.get_mut().clear();
+        }
+    }
+}
+
+/// Holds the run directory's lock for the daemon's lifetime.
+struct RunDirLock {
+    _file: std::fs::File,
+}
+
+fn lock_run_dir(run_dir: &Path) -> Result<RunDirLock> {
+    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let path = run_dir.join("daemon.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock on an fd we own; non-blocking exclusive lock.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        bail!(
+            "another domnet daemon is already running with run directory {}",
+            run_dir.display()
+        );
+    }
+    std::fs::write(
+        run_dir.join("daemon.pid"),
+        format!("{}\n", std::process::id()),
+    )
+    .with_context(|| format!("writing the pid file in {}", run_dir.display()))?;
+    Ok(RunDirLock { _file: file })
+}
+
+/// Dom0 frames reserved for the switch worker's buffers.
+const SWITCH_POOL: (u64, u32) = (1024, 384);
+/// Dom0 frames reserved for the frontend worker's buffers.
+const FRONTEND_POOL: (u64, u32) = (1024 + 384 * vswitch::datapath::BUF_FRAMES, 256);
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub fn run(opts: DaemonOptions) -> Result<()> {
+    let _lock = lock_run_dir(&opts.run_dir)?;
+    let mut cfg = XenstoredConfig::new(&opts.run_dir, &opts.state_dir);
+    cfg.sync = opts.sync;
+    let t0 = Instant::now();
+    let (xs, recovery) = Xenstored::start(cfg).context("starting xenstored")?;
+    info!(
+        "state recovered in {:.1} ms: {} domains, {} xenstore nodes, {} journal batches{}",
+        t0.elapsed().as_secs_f64() * 1000.0,
+        recovery.domains,
+        recovery.nodes,
+        recovery.batches,
+        if recovery.torn_bytes > 0 {
+            format!(", {} torn bytes dropped", recovery.torn_bytes)
+        } else {
+            String::new()
+        }
+    );
+    let worker = |name: &str, (base, count): (u64, u32)| {
+        Datapath::start(
+            Arc::clone(xs.hypervisor()),
+            WorkerConfig {
+                name: name.into(),
+                pool_base_gfn: base,
+                pool_buffers: count,
+                tick: Duration::from_millis(500),
+            },
+        )
+        .with_context(|| format!("starting the {name} worker"))
+    };
+    let dp = worker("switch", SWITCH_POOL)?;
+    let fe = worker("frontends", FRONTEND_POOL)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("domnet-ctl")
+        .build()
+        .context("starting the control runtime")?;
+    let daemon = Arc::new(Daemon {
+        ctl: xs.connect(0, true),
+        xs: xs.clone(),
+        dp: dp.clone(),
+        fe: fe.clone(),
+        started: Instant::now(),
+        run_dir: opts.run_dir.clone(),
+        netbridge_lock: tokio::sync::Mutex::new(()),
+    });
+    let result = rt.block_on(async {
+        let t1 = Instant::now();
+        daemon.restore_bridges().await;
+        daemon.restore_netbridges().await;
+        daemon.restore_domains().await;
+        info!(
+            "configuration restored in {:.1} ms",
+            t1.elapsed().as_secs_f64() * 1000.0
+        );
+        serve(Arc::clone(&daemon), &opts.run_dir).await
+    });
+    drop(rt);
+    fe.shutdown();
+    dp.shutdown();
+    xs.shutdown();
+    let _ = std::fs::remove_file(control::control_socket(&opts.run_dir));
+    let _ = std::fs::remove_file(opts.run_dir.join("daemon.pid"));
+    result
+}
+
+async fn serve(daemon: Arc<Daemon>, run_dir: &Path) -> Result<()> {
+    let path = control::control_socket(run_dir);
+    let _ = std::fs::remove_file(&path);
+    let listener =
+        UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+    info!("domnet daemon ready: control socket {}", path.display());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                match accepted {
+                    Ok((stream, _)) => {
+                        let d = Arc::clone(&daemon);
+                        tokio::spawn(async move { serve_one(d, stream).await });
+                    }
+                    Err(e) => warn!("control socket accept failed: {e}"),
+                }
+            }
+            _ = term.recv() => { info!("SIGTERM: stopping"); return Ok(()); }
+            _ = int.recv() => { info!("SIGINT: stopping"); return Ok(()); }
+        }
+    }
+}
+
+async fn serve_one(daemon: Arc<Daemon>, stream: UnixStream) {
+    let (rd, mut wr) = stream.into_split();
+    let mut reader = BufReader::new(rd);
+    let mut line = String::new();
+    let resp = match reader.read_line(&mut line).await {
+        Ok(0) => return,
+        Ok(_) => match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Capture { port, count }) => {
+                daemon.capture(port, count, wr).await;
+                return;
+            }
+            Ok(req) => daemon.handle(req).await,
+            Err(e) => Response::err(ErrorKind::BadInput, format!("malformed request: {e}")),
+        },
+        Err(e) => Response::err(ErrorKind::BadInput, format!("reading request: {e}")),
+    };
+    let mut out = serde_json::to_vec(&resp).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+    out.push(b'\n');
+    let _ = wr.write_all(&out).await;
+}
