@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{bin, require_root, Daemon};
+use common::{bin, require_root, unique, Daemon};
 
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -12,10 +12,11 @@ fn stderr(o: &std::process::Output) -> String {
 fn create_list_destroy_like_xl() {
     require_root();
     let d = Daemon::start();
+    let web = unique("web");
     let cfg = d.dir.join("web.cfg");
     std::fs::write(
         &cfg,
-        "# a guest\nname = \"web\"\nmemory = 32\nvcpus = 2\nuuid = \"6a9f2e1c-3b4d-4e5f-8a9b-0c1d2e3f4a5b\"\nkernel = \"/boot/vmlinuz\"\n",
+        format!("# a guest\nname = \"{web}\"\nmemory = 32\nvcpus = 2\nuuid = \"6a9f2e1c-3b4d-4e5f-8a9b-0c1d2e3f4a5b\"\nkernel = \"/boot/vmlinuz\"\n"),
     )
     .unwrap();
     let out = d.cli(&["create", cfg.to_str().unwrap()]);
@@ -38,11 +39,12 @@ fn create_list_destroy_like_xl() {
         lines[1]
     );
     assert!(
-        lines[2]
-            .starts_with("web                                          1    32     2     -b----"),
+        lines[2].starts_with(&format!("{web:<40}     1    32     2     -b----")),
         "{}",
         lines[2]
     );
+    // The domain is a network namespace named after it.
+    assert!(std::path::Path::new(&format!("/run/netns/{web}")).exists());
 
     let json: serde_json::Value = serde_json::from_str(&d.ok(&["list", "--json"])).unwrap();
     assert_eq!(json[1]["uuid"], "6a9f2e1c-3b4d-4e5f-8a9b-0c1d2e3f4a5b");
@@ -51,11 +53,15 @@ fn create_list_destroy_like_xl() {
     // Duplicate names and uuids are refused, with the offending value named.
     let dup = d.cli(&["create", cfg.to_str().unwrap()]);
     assert_eq!(dup.status.code(), Some(1));
-    assert!(stderr(&dup).contains("web"), "{}", stderr(&dup));
+    assert!(stderr(&dup).contains(&web), "{}", stderr(&dup));
 
     // Reserved domids are refused.
     let res = d.dir.join("res.cfg");
-    std::fs::write(&res, "name = \"res\"\ndomid = 32752\n").unwrap();
+    std::fs::write(
+        &res,
+        format!("name = \"{}\"\ndomid = 32752\n", unique("res")),
+    )
+    .unwrap();
     let out = d.cli(&["create", res.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -72,16 +78,20 @@ fn create_list_destroy_like_xl() {
     assert!(stderr(&out).contains("memory"), "{}", stderr(&out));
 
     // Destroy by name; destroying again or dom0 fails with exit 1.
-    d.ok(&["destroy", "web"]);
-    let again = d.cli(&["destroy", "web"]);
+    d.ok(&["destroy", &web]);
+    assert!(
+        !std::path::Path::new(&format!("/run/netns/{web}")).exists(),
+        "namespace removed"
+    );
+    let again = d.cli(&["destroy", &web]);
     assert_eq!(again.status.code(), Some(1));
-    assert!(stderr(&again).contains("web"), "{}", stderr(&again));
+    assert!(stderr(&again).contains(&web), "{}", stderr(&again));
     assert_eq!(d.cli(&["destroy", "0"]).status.code(), Some(1));
     let list = d.ok(&["list"]);
     assert_eq!(list.lines().count(), 2, "{list}");
 
     // Ids are not reused at once.
-    let id = d.create("second", "");
+    let id = d.create(&unique("second"), "");
     assert_eq!(id, 2);
     assert_eq!(
         d.ok(&["xenstore-path"]).trim(),

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use common::{require_root, Daemon};
+use common::{require_root, unique, Daemon};
 use hypervisor::xenstore::wire::{Message, MsgType, XsError};
 use hypervisor::xs_socket::SocketClient;
 
@@ -270,8 +270,9 @@ fn malformed_input_gets_the_reference_error_or_a_dropped_connection() {
 fn quota_overruns_by_a_guest_leave_dom0_unaffected() {
     require_root();
     let d = Daemon::start();
-    let id = d.create("quota", "");
-    let mut g = SocketClient::connect(&d.domain_socket("quota")).unwrap();
+    let quota = &unique("quota");
+    let id = d.create(quota, "");
+    let mut g = SocketClient::connect(&d.domain_socket(quota)).unwrap();
     let mut dom0 = SocketClient::connect(&d.dom0_socket()).unwrap();
 
     // Node size above 2048 bytes.
@@ -332,8 +333,9 @@ fn quota_overruns_by_a_guest_leave_dom0_unaffected() {
 fn kill_9_keeps_committed_state_and_drops_open_transactions() {
     require_root();
     let mut d = Daemon::start();
-    let a = d.create("durable-a", "");
-    let b = d.create("durable-b", "");
+    let (durable_a, durable_b, durable_c) = (&unique("dura"), &unique("durb"), &unique("durc"));
+    let a = d.create(durable_a, "");
+    let b = d.create(durable_b, "");
     let mut c = SocketClient::connect(&d.dom0_socket()).unwrap();
     for i in 0..50 {
         c.write(&format!("/tool/keep/k{i}"), format!("v{i}").as_bytes())
@@ -371,19 +373,19 @@ fn kill_9_keeps_committed_state_and_drops_open_transactions() {
         c.read("/tool/uncommitted").err().and_then(|e| e.xs()),
         Some(XsError::ENOENT)
     );
-    assert_eq!(d.domid("durable-a"), a);
-    assert_eq!(d.domid("durable-b"), b);
+    assert_eq!(d.domid(durable_a), a);
+    assert_eq!(d.domid(durable_b), b);
     // The restored domains are fully alive: own sockets, trees, and new ids move on.
-    let mut g = SocketClient::connect(&d.domain_socket("durable-a")).unwrap();
-    assert_eq!(g.read("name").unwrap(), b"durable-a");
-    let c3 = d.create("durable-c", "");
+    let mut g = SocketClient::connect(&d.domain_socket(durable_a)).unwrap();
+    assert_eq!(g.read("name").unwrap(), durable_a.as_bytes());
+    let c3 = d.create(durable_c, "");
     assert!(c3 > b, "ids keep moving forward after a restart");
-    d.ok(&["destroy", "durable-a"]);
+    d.ok(&["destroy", durable_a]);
     d.kill(libc::SIGKILL);
     d.spawn();
     let list = d.ok(&["list"]);
     assert!(
-        !list.contains("durable-a") && list.contains("durable-b") && list.contains("durable-c"),
+        !list.contains(durable_a) && list.contains(durable_b) && list.contains(durable_c),
         "{list}"
     );
 }

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{require_root, require_tool, Daemon};
+use common::{require_root, require_tool, unique, Daemon};
 
 fn out(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -126,12 +126,13 @@ fn dom0_sees_the_standard_domain_tree() {
     require_root();
     require_tool("xenstore-ls");
     let d = Daemon::start();
-    let id = d.create("xsguest", "");
+    let xsguest = &unique("xsguest");
+    let id = d.create(xsguest, "");
     let s = d.dom0_socket();
     let ls = d.xs_tool(&s, "xenstore-ls", &["-p", &format!("/local/domain/{id}")]);
     assert!(ls.status.success(), "{}", err(&ls));
     let text = out(&ls);
-    assert!(text.contains("name = \"xsguest\""), "{text}");
+    assert!(text.contains(&format!("name = \"{xsguest}\"")), "{text}");
     assert!(text.contains(&format!("domid = \"{id}\"")), "{text}");
     let control = text
         .lines()
@@ -148,7 +149,7 @@ fn dom0_sees_the_standard_domain_tree() {
     );
     let r = d.xs_tool(&s, "xenstore-read", &["/local/domain/0/name"]);
     assert_eq!(out(&r), "Domain-0\n");
-    d.ok(&["destroy", "xsguest"]);
+    d.ok(&["destroy", xsguest]);
     let r = d.xs_tool(&s, "xenstore-exists", &[&format!("/local/domain/{id}")]);
     assert_eq!(r.status.code(), Some(1), "home removed on destroy");
 }
@@ -158,8 +159,9 @@ fn guest_socket_is_unprivileged() {
     require_root();
     require_tool("xenstore-write");
     let d = Daemon::start();
-    let id = d.create("xsunpriv", "");
-    let g = d.domain_socket("xsunpriv");
+    let xsunpriv = &unique("xsunpriv");
+    let id = d.create(xsunpriv, "");
+    let g = d.domain_socket(xsunpriv);
     assert_eq!(g, d.run_dir.join(format!("xenstored/dom{id}/socket")));
     let dom0 = d.dom0_socket();
 
@@ -170,7 +172,7 @@ fn guest_socket_is_unprivileged() {
     // Its own name is readable (n0,rD).
     let r = d.xs_tool(&g, "xenstore-read", &["name"]);
     assert!(r.status.success(), "relative read of own name: {}", err(&r));
-    assert_eq!(out(&r), "xsunpriv\n");
+    assert_eq!(out(&r), format!("{xsunpriv}\n"));
     // Writing outside its home fails; inside its writable dirs succeeds.
     let w = d.xs_tool(&g, "xenstore-write", &["/tool/evil", "x"]);
     assert_ne!(w.status.code(), Some(0), "write outside home must fail");

@@ -208,7 +208,20 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // Every guest domain is a network namespace: remove them even if the test failed.
+        let guests: Vec<String> =
+            serde_json::from_slice::<serde_json::Value>(&self.cli(&["list", "--json"]).stdout)
+                .ok()
+                .and_then(|v| v.as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .filter(|d| d["domid"] != 0)
+                .filter_map(|d| d["name"].as_str().map(str::to_string))
+                .collect();
         self.kill(libc::SIGKILL);
+        for g in guests {
+            let _ = Command::new("ip").args(["netns", "del", &g]).output();
+        }
         if std::thread::panicking() {
             eprintln!(
                 "--- daemon log ({}) ---\n{}",
