@@ -107,6 +107,84 @@ drop_reasons! {
     TxQueueFull => "tx_queue_full",
     /// Writing to the egress port failed.
     TxError => "tx_error",
+    /// The routed path received a frame that is neither IPv4 nor ARP (robustness.md §3 b2,
+    /// devlink `non_ip`).
+    NonIp => "non_ip",
+    /// The routed path received an IPv4 header whose checksum does not verify (§3 b10,
+    /// kernel `IP_CSUM`).
+    IpChecksum => "ip_csum",
+    /// A routed or NAT port received a frame addressed to another host's MAC (kernel
+    /// `OTHERHOST`): on a shared uplink this is the neighbours' and dom0's own traffic.
+    OtherHost => "otherhost",
+    /// A unicast destination IP inside a multicast/broadcast Ethernet frame (§3 b13,
+    /// devlink `uc_dip_over_mc_dmac`).
+    UnicastDipOverMulticastDmac => "uc_dip_over_mc_dmac",
+    /// Source IP that may never appear on the wire of a routed link: multicast,
+    /// limited broadcast, loopback, 0.0.0.0, class E, link-local (§3 b13; Linux
+    /// `martian_source`, RFC 1812 §5.3.7, RFC 3927 §7).
+    MartianSource => "martian_source",
+    /// Destination IP that is never routed: 0.0.0.0, loopback, class E (§3 b13; Linux
+    /// `martian_destination`, RFC 1812 §5.3.7).
+    MartianDestination => "martian_destination",
+    /// Broadcast, multicast or link-local destination: never routed and never
+    /// masqueraded (RFC 1812 §5.3.5, RFC 3927 §7; libvirt's NAT `return` rules).
+    NotRoutable => "not_routable",
+    /// TTL would reach zero (RFC 1812 §5.3.1; devlink `ttl_value_is_too_small`); an ICMP
+    /// time-exceeded is sent when allowed.
+    TtlExpired => "ttl_value_is_too_small",
+    /// No route to the destination (kernel `IP_NOROUTE`); ICMP net unreachable is sent.
+    NoRoute => "ip_noroute",
+    /// The route is of type unreachable (ICMP host unreachable is sent).
+    UnreachableRoute => "unreachable_route",
+    /// The route is of type prohibit (ICMP administratively prohibited is sent).
+    ProhibitedRoute => "prohibited_route",
+    /// The route is a blackhole (silent; devlink `blackhole_route`).
+    BlackholeRoute => "blackhole_route",
+    /// The next hop's MAC could not be resolved: resolution failed or timed out, the
+    /// neighbour table or the pending queue is full (devlink `unresolved_neigh`, kernel
+    /// `NEIGH_FAILED`/`NEIGH_QUEUEFULL`).
+    UnresolvedNeigh => "unresolved_neigh",
+    /// A new connection found the conntrack table full (robustness.md §3 c1; OVS
+    /// `conntrack_full`).
+    ConntrackFull => "conntrack_full",
+    /// A new connection found its guest's (zone's) share of the table used up (§3 c1;
+    /// OVS `conntrack_zone_full`).
+    ConntrackZoneFull => "conntrack_zone_full",
+    /// No free NAT source port (or ICMP id) for the connection: "Unable to NAT due to
+    /// tuple space exhaustion" (§3 c2).
+    NatPortExhausted => "nat_no_port",
+    /// A packet conntrack classes INVALID: impossible TCP flags, a TCP non-SYN with no
+    /// connection (§3 c4; OVS `conntrack_invalid_tcp_flags`).
+    ConntrackInvalid => "conntrack_invalid",
+    /// A new mapping would collide with an existing one (port shadowing or DNAT clash,
+    /// §3 c6).
+    NatClash => "nat_clash",
+    /// An ICMP error whose embedded packet is unusable or unrelated: nested error, inner
+    /// source not the outer destination, fewer than 8 L4 bytes, no matching connection
+    /// (§3 c3).
+    IcmpErrorInvalid => "icmp_error_invalid",
+    /// A non-first IPv4 fragment for which no first fragment was seen (so its connection
+    /// is unknown; §3 b11).
+    FragmentNoFlow => "fragment_no_flow",
+    /// A DHCP message that fails the total parser: bad cookie, option overrun, no END,
+    /// wrong hardware type, oversized (robustness.md §3 d2, d3).
+    DhcpMalformed => "dhcp_malformed",
+    /// A DHCP `chaddr` that is not the frame's source MAC (§3 d1).
+    DhcpChaddrMismatch => "dhcp_chaddr_mismatch",
+    /// A port sent DHCP faster than its allowance (§3 d1).
+    DhcpRateLimited => "dhcp_rate_limited",
+    /// A new lease would exceed the per-port or the total lease cap (§3 d1).
+    DhcpLeaseLimit => "dhcp_lease_limit",
+    /// The dynamic pool has no free address.
+    DhcpPoolExhausted => "dhcp_pool_exhausted",
+    /// A DHCP message the server does not serve: relayed (giaddr set), or a server-only
+    /// message type sent by a client.
+    DhcpUnsupported => "dhcp_unsupported",
+    /// A DNS query the forwarder refuses to parse: a response, no question, oversized,
+    /// truncated (§3 d2 applied to DNS).
+    DnsMalformed => "dns_malformed",
+    /// The DNS forwarder's pending-query table is full, or there is no upstream server.
+    DnsUnavailable => "dns_unavailable",
 }
 
 impl fmt::Display for DropReason {
@@ -294,7 +372,8 @@ mod tests {
         assert_eq!(DropReason::COUNT, DropReason::ALL.len());
         assert_eq!(DropReason::from_name("nope"), None);
         // Discriminants index the array: the last one must be COUNT - 1.
-        assert_eq!(DropReason::TxError as usize, DropReason::COUNT - 1);
+        let last = *DropReason::ALL.last().unwrap();
+        assert_eq!(last as usize, DropReason::COUNT - 1);
     }
 
     #[test]

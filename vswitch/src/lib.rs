@@ -30,6 +30,7 @@ pub mod harness;
 pub mod meta;
 pub mod pcap;
 pub mod port;
+pub mod router;
 pub mod time;
 pub mod wire;
 

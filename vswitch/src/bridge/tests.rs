@@ -737,9 +737,10 @@ fn every_drop_reason_is_counted() {
     }
 
     // Every reason was produced somewhere on this bridge (rx or tx), except those only a
-    // one-port bridge produces.
+    // one-port bridge produces. The bridge's reasons end at `tx_error`; the ones after it
+    // belong to the L3 cores (router, NAT, DHCP, DNS) and are tested there.
     let totals = f.bridge.counters();
-    for &r in DropReason::ALL {
+    for &r in &DropReason::ALL[..=DropReason::TxError as usize] {
         let seen = totals.ports.rx_drops[r]
             + totals.ports.tx_drops[r]
             + if r == DropReason::UnknownPort {
