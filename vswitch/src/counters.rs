@@ -163,6 +163,9 @@ drop_reasons! {
     /// source not the outer destination, fewer than 8 L4 bytes, no matching connection
     /// (§3 c3).
     IcmpErrorInvalid => "icmp_error_invalid",
+    /// A guest sent to the external (uplink) address on a port with no port forward: NAT
+    /// has nowhere to send it (dom0's own services are not reachable through NAT).
+    NatNoForward => "nat_no_forward",
     /// A non-first IPv4 fragment for which no first fragment was seen (so its connection
     /// is unknown; §3 b11).
     FragmentNoFlow => "fragment_no_flow",
