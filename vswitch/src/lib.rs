@@ -26,6 +26,7 @@ pub mod bridge;
 pub mod counters;
 pub mod datapath;
 pub mod dhcp;
+pub mod dns;
 pub mod fdb;
 pub mod harness;
 pub mod meta;
