@@ -585,6 +585,62 @@ impl ExtraInfo {
     }
 }
 
+/// What the sender says about a packet's L4 checksum, carried by the csum flags of the
+/// first data slot (§1.3, §1.4). The tx and rx flag bits differ; this is the meaning.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum ChecksumState {
+    /// Nothing claimed: the receiver must verify the checksum itself.
+    #[default]
+    Unknown,
+    /// Partial-checksum offload: the checksum field is blank and must be filled in
+    /// (tx `csum_blank`; rx `csum_blank | data_validated`, Linux `CHECKSUM_PARTIAL`).
+    Partial,
+    /// Already verified (`data_validated`, Linux `CHECKSUM_UNNECESSARY`).
+    Validated,
+}
+
+impl ChecksumState {
+    /// From NETTXF flags: `csum_blank` wins over `data_validated` (netback's order).
+    pub fn from_tx_flags(flags: u16) -> ChecksumState {
+        if flags & NETTXF_CSUM_BLANK != 0 {
+            ChecksumState::Partial
+        } else if flags & NETTXF_DATA_VALIDATED != 0 {
+            ChecksumState::Validated
+        } else {
+            ChecksumState::Unknown
+        }
+    }
+
+    /// The NETTXF flags a frontend sets for this state.
+    pub fn tx_flags(self) -> u16 {
+        match self {
+            ChecksumState::Unknown => 0,
+            ChecksumState::Partial => NETTXF_CSUM_BLANK | NETTXF_DATA_VALIDATED,
+            ChecksumState::Validated => NETTXF_DATA_VALIDATED,
+        }
+    }
+
+    /// From NETRXF flags: `csum_blank` means partial (netfront's order).
+    pub fn from_rx_flags(flags: u16) -> ChecksumState {
+        if flags & NETRXF_CSUM_BLANK != 0 {
+            ChecksumState::Partial
+        } else if flags & NETRXF_DATA_VALIDATED != 0 {
+            ChecksumState::Validated
+        } else {
+            ChecksumState::Unknown
+        }
+    }
+
+    /// The NETRXF flags Linux netback puts on the first data slot for this state.
+    pub fn rx_flags(self) -> u16 {
+        match self {
+            ChecksumState::Unknown => 0,
+            ChecksumState::Partial => NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED,
+            ChecksumState::Validated => NETRXF_DATA_VALIDATED,
+        }
+    }
+}
+
 // ---- control ring (§1.11) -----------------------------------------------------------------
 
 /// `XEN_NETIF_CTRL_TYPE_INVALID`.
@@ -985,6 +1041,30 @@ mod tests {
                 ..ExtraInfo::default()
             };
             assert_eq!(e.decode(), None);
+        }
+    }
+
+    #[test]
+    fn checksum_flags_follow_the_swapped_bits() {
+        use ChecksumState::*;
+        assert_eq!(ChecksumState::from_tx_flags(NETTXF_CSUM_BLANK), Partial);
+        assert_eq!(
+            ChecksumState::from_tx_flags(NETTXF_CSUM_BLANK | NETTXF_DATA_VALIDATED),
+            Partial
+        );
+        assert_eq!(
+            ChecksumState::from_tx_flags(NETTXF_DATA_VALIDATED),
+            Validated
+        );
+        assert_eq!(ChecksumState::from_tx_flags(NETTXF_MORE_DATA), Unknown);
+        assert_eq!(Partial.rx_flags(), 0x3);
+        assert_eq!(Validated.rx_flags(), 0x1);
+        assert_eq!(ChecksumState::from_rx_flags(0x1), Validated);
+        assert_eq!(ChecksumState::from_rx_flags(0x2), Partial);
+        assert_eq!(ChecksumState::from_rx_flags(0x4), Unknown);
+        for st in [Unknown, Partial, Validated] {
+            assert_eq!(ChecksumState::from_tx_flags(st.tx_flags()), st);
+            assert_eq!(ChecksumState::from_rx_flags(st.rx_flags()), st);
         }
     }
 
