@@ -13,7 +13,13 @@
 //! * [`counters`]: per-port counters and the closed [`DropReason`] enum, with the
 //!   conservation rule of robustness.md §4.1;
 //! * [`pcap`]: a libpcap writer for `domnet capture`;
-//! * [`harness`]: an in-memory fabric with a fake clock for tests.
+//! * [`harness`]: an in-memory fabric with a fake clock for tests;
+//! * [`router`]: the route-mode L3 core (`vif-route`): proxy ARP, /32 routes, TTL, ICMP
+//!   errors, fragmentation, the neighbour cache;
+//! * [`nat`]: connection tracking, masquerade, port forwards and hairpin, and the NAT
+//!   network's gateway that ties NAT, DHCP and DNS to a bridge (libvirt's `virbr0`);
+//! * [`dhcp`]: the DHCPv4 server (RFC 2131) with leases that survive restarts;
+//! * [`dns`]: the DNS forwarder core for NAT guests.
 //!
 //! Nothing here performs I/O, reads a clock or spawns a thread: time is a [`Timestamp`]
 //! passed in, and the datapath shell that owns sockets and threads drives these types.

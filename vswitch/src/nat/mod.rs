@@ -427,6 +427,24 @@ impl Nat {
         }
     }
 
+    /// Whether [`inbound`](Self::inbound) would hand this packet to a guest (an existing
+    /// connection or a port forward), without changing anything. The gateway asks before
+    /// answering an inbound packet with an ICMP error, which must quote it untranslated.
+    pub fn inbound_matches(&mut self, frame: &[u8], info: &FrameInfo, now: Timestamp) -> bool {
+        let Some(ip) = info.ipv4() else {
+            return false;
+        };
+        if ip.dst != self.config.external_ip {
+            return false;
+        }
+        match Self::tracked_tuple(frame, info) {
+            PacketClass::Tracked(t) => {
+                self.table.in_use(&t, now) || self.forwards.contains_key(&(t.proto.0, t.dst_port))
+            }
+            _ => false,
+        }
+    }
+
     fn invalid(&mut self) -> NatVerdict {
         self.stats.invalid += 1;
         NatVerdict::Drop(DropReason::ConntrackInvalid)
