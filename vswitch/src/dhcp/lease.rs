@@ -10,10 +10,9 @@
 //! [`LeaseChange`] for the shell, and [`LeaseRecord`] has a one-line text form
 //! (`<expiry-ms> <mac> <ip>`, dnsmasq's order) for the lease file.
 //!
-//! Times are [`Timestamp`]s on the caller's clock. For leases to survive a host reboot
-//! the shell should drive the DHCP server with a wall-clock-based timestamp (Unix epoch
-//! milliseconds); DHCP is not on the fast path, so reading `CLOCK_REALTIME` per message
-//! costs nothing.
+//! Times are [`Timestamp`]s on the caller's clock (the datapath's monotonic one). For
+//! leases to survive a reboot, the shell writes records rebased to the wall clock
+//! ([`LeaseRecord::rebased`]) and rebases them back when it restores them.
 
 use core::fmt;
 use core::str::FromStr;
@@ -35,6 +34,19 @@ pub struct LeaseRecord {
     pub ip: Ipv4Addr,
     /// End of the lease.
     pub expires: Timestamp,
+}
+
+impl LeaseRecord {
+    /// The same lease on another clock: `from_now` and `to_now` are one instant read on
+    /// both clocks. A shell whose DHCP server runs on the monotonic clock saves records
+    /// rebased to the wall clock and rebases them back after a restart.
+    pub fn rebased(self, from_now: Timestamp, to_now: Timestamp) -> LeaseRecord {
+        let remaining = self.expires.saturating_since(from_now);
+        LeaseRecord {
+            expires: to_now + remaining,
+            ..self
+        }
+    }
 }
 
 impl fmt::Display for LeaseRecord {
@@ -377,6 +389,21 @@ mod tests {
         let s = r.to_string();
         assert_eq!(s, "1700000000000 00:16:3e:00:00:01 192.168.122.10");
         assert_eq!(s.parse::<LeaseRecord>(), Ok(r));
+        // Monotonic 5 s with 3600 s left -> wall clock, and back after a restart.
+        let mono = LeaseRecord {
+            expires: Timestamp::from_secs(3605),
+            ..r
+        };
+        let wall = mono.rebased(Timestamp::from_secs(5), Timestamp::from_secs(1_700_000_000));
+        assert_eq!(wall.expires, Timestamp::from_secs(1_700_003_600));
+        let back = wall.rebased(Timestamp::from_secs(1_700_000_100), Timestamp::from_secs(2));
+        assert_eq!(back.expires, Timestamp::from_secs(3502));
+        let gone = wall.rebased(Timestamp::from_secs(1_800_000_000), Timestamp::from_secs(2));
+        assert_eq!(
+            gone.expires,
+            Timestamp::from_secs(2),
+            "expired leases stay expired"
+        );
         for bad in [
             "",
             "1 00:16:3e:00:00:01",

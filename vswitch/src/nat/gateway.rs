@@ -531,10 +531,11 @@ impl NatGateway {
             self.neigh
                 .confirm(side, a.sender_ip, a.sender_mac, now, a.target_ip == gw);
         }
-        let asks_us = a.operation == ArpOperation::REQUEST
-            && a.target_ip == gw
-            && a.sender_ip != gw
-            && !a.sender_ip.is_unspecified();
+        // Requests for the gateway address are answered, RFC 5227 probes (sender
+        // 0.0.0.0) included, so that no guest can take the address (Linux `arp_process`
+        // answers probes for its own addresses too).
+        let asks_us =
+            a.operation == ArpOperation::REQUEST && a.target_ip == gw && a.sender_ip != gw;
         if !asks_us {
             return GatewayVerdict::local(None);
         }

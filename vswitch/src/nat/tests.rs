@@ -376,6 +376,16 @@ fn arp_and_ping_the_gateway() {
         (a.operation, a.sender_mac, a.target_ip),
         (ArpOperation::REPLY, GW_MAC, G2)
     );
+    // An RFC 5227 probe for the gateway address is answered: the address is taken.
+    let k = build::arp_request(&mut b, G3_MAC, Ipv4Addr::UNSPECIFIED, GW).unwrap();
+    n.f.from_guest(n.g3, &b[..k]);
+    let defended = n.f.take_guest(n.g3).into_iter().any(|f| {
+        FrameInfo::parse(&f)
+            .unwrap()
+            .arp()
+            .is_some_and(|a| a.sender_ip == GW && a.sender_mac == GW_MAC)
+    });
+    assert!(defended);
     n.f.from_guest(n.g2, &echo(G2_MAC, GW_MAC, G2, GW, 8, 77, 1));
     let r = one(n.f.take_guest_ip(n.g2));
     assert_eq!(ends(&r), (GW, 77, G2, 0));
@@ -1206,6 +1216,178 @@ fn idle_udp_expires_and_its_port_is_reused() {
     n.f.advance(Duration::from_secs(31));
     n.f.from_guest(n.g2, &udp(G2_MAC, GW_MAC, G2, SERVER, 1, 53, b"q"));
     assert_eq!(ends(&one(n.f.take_uplink_ip())), (EXT, 2000, SERVER, 53));
+    n.f.assert_conservation();
+}
+
+#[test]
+fn guest_icmp_errors_and_inbound_fragments_are_translated() {
+    let mut c = config();
+    c.nat
+        .forwards
+        .push("udp:5353:192.168.122.50:53".parse().unwrap());
+    let mut n = net_with(c);
+    // Outside -> EXT:5353 -> G1:53; G1's port is closed and it says so.
+    n.f.from_uplink(&udp(OUT_MAC, UP_MAC, OUT_IP, EXT, 40404, 5353, b"query"));
+    let got = one(n.f.take_guest_ip(n.g1));
+    assert_eq!(ends(&got), (OUT_IP, 40404, G1, 53));
+    let mut e = vec![0u8; 200];
+    let k = build::icmpv4_error(
+        &mut e,
+        L2Header::new(GW_MAC, G1_MAC),
+        G1,
+        3,
+        3,
+        0,
+        &got[14..],
+    )
+    .unwrap();
+    n.f.from_guest(n.g1, &e[..k]);
+    let out = one(n.f.take_uplink_ip());
+    let ip = Ipv4Packet::new_checked(&out[14..]).unwrap();
+    assert!(ip.verify_checksum());
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (EXT, OUT_IP));
+    let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    assert!(icmp.verify_checksum());
+    let inner = Ipv4Packet::new_checked(icmp.data()).unwrap();
+    assert!(inner.verify_checksum());
+    assert_eq!((inner.src_addr(), inner.dst_addr()), (OUT_IP, EXT));
+    let iu = UdpPacket::new_checked(inner.payload()).unwrap();
+    assert_eq!((iu.src_port(), iu.dst_port()), (40404, 5353));
+    assert!(iu.verify_checksum_v4(OUT_IP, EXT));
+    // A guest error about nothing NAT knows is refused.
+    let stray = udp(OUT_MAC, UP_MAC, OUT_IP, G1, 1, 2, b"?");
+    let k = build::icmpv4_error(
+        &mut e,
+        L2Header::new(GW_MAC, G1_MAC),
+        G1,
+        3,
+        3,
+        0,
+        &stray[14..],
+    )
+    .unwrap();
+    n.f.from_guest(n.g1, &e[..k]);
+    assert_eq!(n.f.gateway_drops(DropReason::IcmpErrorInvalid), 1);
+
+    // A fragmented answer from outside follows its first fragment in.
+    n.f.from_guest(n.g1, &udp(G1_MAC, GW_MAC, G1, SERVER, 7100, 53, b"q"));
+    let (_, nport, _, _) = ends(&one(n.f.take_uplink_ip()));
+    let whole = udp(ROUTER_MAC, UP_MAC, SERVER, EXT, 53, nport, &[3u8; 2500]);
+    let info = FrameInfo::parse(&whole).unwrap();
+    let mut fr = crate::router::Fragmenter::new(&whole, &info, 1500).unwrap();
+    let mut buf = [0u8; 1600];
+    while let Some(r) = fr.next_fragment(&whole, &mut buf) {
+        let piece = buf[..r.unwrap()].to_vec();
+        n.f.from_uplink(&piece);
+    }
+    let got = n.f.take_guest_ip(n.g1);
+    assert_eq!(got.len(), 2);
+    let mut payload = Vec::new();
+    for g in &got {
+        let ip = Ipv4Packet::new_checked(&g[14..]).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!(ip.dst_addr(), G1);
+        payload.extend_from_slice(ip.payload());
+    }
+    let u = UdpPacket::new_checked(&payload[..]).unwrap();
+    assert_eq!(u.dst_port(), 7100);
+    assert!(u.verify_checksum_v4(SERVER, G1));
+    assert_eq!(n.f.gateway.nat_stats().fragments, 1);
+    n.f.assert_conservation();
+}
+
+#[test]
+fn rst_closes_and_a_new_syn_reopens() {
+    let mut n = net();
+    n.f.from_guest(
+        n.g1,
+        &tcp(
+            G1_MAC,
+            GW_MAC,
+            G1,
+            SERVER,
+            41000,
+            80,
+            1,
+            0,
+            TcpFlags::SYN,
+            b"",
+        ),
+    );
+    n.f.from_uplink(&tcp(
+        ROUTER_MAC,
+        UP_MAC,
+        SERVER,
+        EXT,
+        80,
+        41000,
+        0,
+        2,
+        TcpFlags::RST | TcpFlags::ACK,
+        b"",
+    ));
+    assert_eq!(
+        ends(&one(n.f.take_guest_ip(n.g1))).3,
+        41000,
+        "the RST reaches the guest"
+    );
+    let t = Tuple {
+        proto: crate::wire::IpProtocol::TCP,
+        src: G1,
+        src_port: 41000,
+        dst: SERVER,
+        dst_port: 80,
+    };
+    let now = n.f.now();
+    let (c, _) = n.f.gateway.nat_mut().lookup(&t, now).unwrap();
+    assert!(matches!(
+        c.state,
+        ProtoState::Tcp(TcpTrack {
+            state: TcpState::Close,
+            ..
+        })
+    ));
+    assert_eq!(c.expires, now + Duration::from_secs(10));
+    // Invalid flags are dropped, the connection is untouched.
+    n.f.from_guest(
+        n.g1,
+        &tcp(
+            G1_MAC,
+            GW_MAC,
+            G1,
+            SERVER,
+            41000,
+            80,
+            1,
+            0,
+            TcpFlags(0x03),
+            b"",
+        ),
+    );
+    assert_eq!(n.f.gateway_drops(DropReason::ConntrackInvalid), 1);
+    n.f.from_guest(
+        n.g1,
+        &tcp(
+            G1_MAC,
+            GW_MAC,
+            G1,
+            SERVER,
+            41000,
+            80,
+            9,
+            0,
+            TcpFlags::SYN,
+            b"",
+        ),
+    );
+    let (c, _) = n.f.gateway.nat_mut().lookup(&t, now).unwrap();
+    assert!(matches!(
+        c.state,
+        ProtoState::Tcp(TcpTrack {
+            state: TcpState::SynSent,
+            ..
+        })
+    ));
     n.f.assert_conservation();
 }
 

@@ -152,9 +152,13 @@ impl Fragmenter {
         };
         out[..self.l3].copy_from_slice(l2);
         let hdr = if first {
-            &frame[self.l3..self.l3 + self.hl]
+            frame.get(self.l3..self.l3 + self.hl)
         } else {
-            &self.rest_hdr[..self.rest_hl]
+            self.rest_hdr.get(..self.rest_hl)
+        };
+        let Some(hdr) = hdr else {
+            self.finished = true;
+            return Some(Err(FragError::BufferTooSmall));
         };
         out[self.l3..self.l3 + hdr_len].copy_from_slice(hdr);
         out[self.l3 + hdr_len..].copy_from_slice(data);
