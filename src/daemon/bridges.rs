@@ -164,9 +164,9 @@ impl Daemon {
         let rows: Vec<serde_json::Value> = bridges
             .iter()
             .map(|b| {
-                let mac = rtnl
-                    .as_ref()
-                    .and_then(|r| r.link_by_name(&b.name).ok())
+                let link = rtnl.as_ref().and_then(|r| r.link_by_name(&b.name).ok());
+                let mtu = link.as_ref().map(|l| l.mtu).unwrap_or(1500);
+                let mac = link
                     .and_then(|l| l.mac)
                     .map(|m| m.to_string())
                     .unwrap_or_default();
@@ -177,6 +177,7 @@ impl Daemon {
                     "interfaces": b.ports.iter().filter(|p| *p != &b.name).collect::<Vec<_>>(),
                     "fdb_entries": b.fdb_entries,
                     "aging_secs": b.aging_secs,
+                    "mtu": mtu,
                 })
             })
             .collect();

@@ -42,18 +42,10 @@ use crate::port::PortConfig;
 use crate::wire::MacAddr;
 
 /// Settings of a bridge (`domnet bridge add`, network definitions).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BridgeSettings {
     /// MAC table settings (aging, limits).
     pub fdb: FdbConfig,
-}
-
-impl Default for BridgeSettings {
-    fn default() -> Self {
-        BridgeSettings {
-            fdb: FdbConfig::default(),
-        }
-    }
 }
 
 /// Errors of datapath commands, in words a CLI can show.
