@@ -100,6 +100,7 @@ const fn max(a: usize, b: usize) -> usize {
     }
 }
 
+#[inline]
 fn le16(b: &SlotBytes, at: usize) -> u16 {
     match b.get(at..at + 2) {
         Some(&[x, y]) => u16::from_le_bytes([x, y]),
@@ -107,6 +108,7 @@ fn le16(b: &SlotBytes, at: usize) -> u16 {
     }
 }
 
+#[inline]
 fn le32(b: &SlotBytes, at: usize) -> u32 {
     match b.get(at..at + 4) {
         Some(&[w, x, y, z]) => u32::from_le_bytes([w, x, y, z]),
@@ -114,6 +116,7 @@ fn le32(b: &SlotBytes, at: usize) -> u32 {
     }
 }
 
+#[inline]
 fn put(b: &mut SlotBytes, at: usize, v: &[u8]) {
     if let Some(dst) = b.get_mut(at..at + v.len()) {
         dst.copy_from_slice(v);
@@ -163,6 +166,7 @@ pub struct TxResponse {
 
 impl RingRecord for TxRequest {
     const SIZE: usize = size_of::<TxRequest>();
+    #[inline]
     fn decode(b: &SlotBytes) -> Self {
         TxRequest {
             gref: le32(b, offset_of!(TxRequest, gref)),
@@ -172,6 +176,7 @@ impl RingRecord for TxRequest {
             size: le16(b, offset_of!(TxRequest, size)),
         }
     }
+    #[inline]
     fn encode(&self, b: &mut SlotBytes) {
         put(b, offset_of!(TxRequest, gref), &self.gref.to_le_bytes());
         put(b, offset_of!(TxRequest, offset), &self.offset.to_le_bytes());
@@ -183,12 +188,14 @@ impl RingRecord for TxRequest {
 
 impl RingRecord for TxResponse {
     const SIZE: usize = size_of::<TxResponse>();
+    #[inline]
     fn decode(b: &SlotBytes) -> Self {
         TxResponse {
             id: le16(b, offset_of!(TxResponse, id)),
             status: le16(b, offset_of!(TxResponse, status)) as i16,
         }
     }
+    #[inline]
     fn encode(&self, b: &mut SlotBytes) {
         put(b, offset_of!(TxResponse, id), &self.id.to_le_bytes());
         put(
@@ -201,6 +208,7 @@ impl RingRecord for TxResponse {
 
 impl TxRequest {
     /// True if every bit of `flag` is set.
+    #[inline]
     pub fn has(&self, flag: u16) -> bool {
         self.flags & flag == flag
     }
@@ -258,6 +266,7 @@ pub struct RxResponse {
 
 impl RingRecord for RxRequest {
     const SIZE: usize = size_of::<RxRequest>();
+    #[inline]
     fn decode(b: &SlotBytes) -> Self {
         RxRequest {
             id: le16(b, offset_of!(RxRequest, id)),
@@ -265,6 +274,7 @@ impl RingRecord for RxRequest {
             gref: le32(b, offset_of!(RxRequest, gref)),
         }
     }
+    #[inline]
     fn encode(&self, b: &mut SlotBytes) {
         put(b, offset_of!(RxRequest, id), &self.id.to_le_bytes());
         put(b, offset_of!(RxRequest, pad), &self.pad.to_le_bytes());
@@ -274,6 +284,7 @@ impl RingRecord for RxRequest {
 
 impl RingRecord for RxResponse {
     const SIZE: usize = size_of::<RxResponse>();
+    #[inline]
     fn decode(b: &SlotBytes) -> Self {
         RxResponse {
             id: le16(b, offset_of!(RxResponse, id)),
@@ -282,6 +293,7 @@ impl RingRecord for RxResponse {
             status: le16(b, offset_of!(RxResponse, status)) as i16,
         }
     }
+    #[inline]
     fn encode(&self, b: &mut SlotBytes) {
         put(b, offset_of!(RxResponse, id), &self.id.to_le_bytes());
         put(
@@ -300,6 +312,7 @@ impl RingRecord for RxResponse {
 
 impl RxResponse {
     /// True if every bit of `flag` is set.
+    #[inline]
     pub fn has(&self, flag: u16) -> bool {
         self.flags & flag == flag
     }
@@ -405,6 +418,7 @@ pub enum GsoType {
 
 impl GsoType {
     /// The wire value.
+    #[inline]
     pub fn code(self) -> u8 {
         match self {
             GsoType::TcpV4 => XEN_NETIF_GSO_TYPE_TCPV4,
@@ -413,6 +427,7 @@ impl GsoType {
     }
 
     /// The kind a wire value names; `None` for NONE and unknown values.
+    #[inline]
     pub fn from_code(code: u8) -> Option<GsoType> {
         match code {
             XEN_NETIF_GSO_TYPE_TCPV4 => Some(GsoType::TcpV4),
@@ -465,11 +480,13 @@ pub enum Extra {
 
 impl ExtraInfo {
     /// True if `XEN_NETIF_EXTRA_FLAG_MORE` is set.
+    #[inline]
     pub fn has_more(&self) -> bool {
         self.flags & XEN_NETIF_EXTRA_FLAG_MORE != 0
     }
 
     /// Decodes the union by type; `None` for type 0 or ≥ `XEN_NETIF_EXTRA_TYPE_MAX`.
+    #[inline]
     pub fn decode(&self) -> Option<Extra> {
         let p = self.payload;
         match self.extra_type {
@@ -490,6 +507,7 @@ impl ExtraInfo {
     }
 
     /// Encodes `extra` with the MORE flag set if `more`.
+    #[inline]
     pub fn encode(extra: &Extra, more: bool) -> ExtraInfo {
         let (extra_type, payload) = match *extra {
             Extra::Gso {
@@ -522,6 +540,7 @@ impl ExtraInfo {
     }
 
     /// The GSO extra for `gso` (features 0).
+    #[inline]
     pub fn gso(gso: GsoInfo, more: bool) -> ExtraInfo {
         ExtraInfo::encode(
             &Extra::Gso {
@@ -533,6 +552,7 @@ impl ExtraInfo {
         )
     }
 
+    #[inline]
     fn to_bytes(self) -> [u8; 8] {
         let p = self.payload;
         [
@@ -547,6 +567,7 @@ impl ExtraInfo {
         ]
     }
 
+    #[inline]
     fn from_bytes(b: [u8; 8]) -> ExtraInfo {
         ExtraInfo {
             extra_type: b[0],
@@ -557,6 +578,7 @@ impl ExtraInfo {
 
     /// Reinterprets a tx request slot as the extra-info record it overlays (its first 8
     /// bytes), exactly as a C union read of the same slot would.
+    #[inline]
     pub fn from_tx_request(req: &TxRequest) -> ExtraInfo {
         let mut b = SlotBytes::default();
         req.encode(&mut b);
@@ -564,6 +586,7 @@ impl ExtraInfo {
     }
 
     /// The tx request slot that carries this extra (bytes 8..11 zero).
+    #[inline]
     pub fn to_tx_request(self) -> TxRequest {
         let mut b = SlotBytes::default();
         put(&mut b, 0, &self.to_bytes());
@@ -571,6 +594,7 @@ impl ExtraInfo {
     }
 
     /// Reinterprets an rx response slot as the extra-info record it overlays.
+    #[inline]
     pub fn from_rx_response(rsp: &RxResponse) -> ExtraInfo {
         let mut b = SlotBytes::default();
         rsp.encode(&mut b);
@@ -578,6 +602,7 @@ impl ExtraInfo {
     }
 
     /// The rx response slot that carries this extra.
+    #[inline]
     pub fn to_rx_response(self) -> RxResponse {
         let mut b = SlotBytes::default();
         put(&mut b, 0, &self.to_bytes());
@@ -601,6 +626,7 @@ pub enum ChecksumState {
 
 impl ChecksumState {
     /// From NETTXF flags: `csum_blank` wins over `data_validated` (netback's order).
+    #[inline]
     pub fn from_tx_flags(flags: u16) -> ChecksumState {
         if flags & NETTXF_CSUM_BLANK != 0 {
             ChecksumState::Partial
@@ -612,6 +638,7 @@ impl ChecksumState {
     }
 
     /// The NETTXF flags a frontend sets for this state.
+    #[inline]
     pub fn tx_flags(self) -> u16 {
         match self {
             ChecksumState::Unknown => 0,
@@ -621,6 +648,7 @@ impl ChecksumState {
     }
 
     /// From NETRXF flags: `csum_blank` means partial (netfront's order).
+    #[inline]
     pub fn from_rx_flags(flags: u16) -> ChecksumState {
         if flags & NETRXF_CSUM_BLANK != 0 {
             ChecksumState::Partial
@@ -632,6 +660,7 @@ impl ChecksumState {
     }
 
     /// The NETRXF flags Linux netback puts on the first data slot for this state.
+    #[inline]
     pub fn rx_flags(self) -> u16 {
         match self {
             ChecksumState::Unknown => 0,
@@ -718,6 +747,7 @@ pub struct CtrlResponse {
 
 impl RingRecord for CtrlRequest {
     const SIZE: usize = size_of::<CtrlRequest>();
+    #[inline]
     fn decode(b: &SlotBytes) -> Self {
         let d = offset_of!(CtrlRequest, data);
         CtrlRequest {
@@ -726,6 +756,7 @@ impl RingRecord for CtrlRequest {
             data: [le32(b, d), le32(b, d + 4), le32(b, d + 8)],
         }
     }
+    #[inline]
     fn encode(&self, b: &mut SlotBytes) {
         let d = offset_of!(CtrlRequest, data);
         put(b, offset_of!(CtrlRequest, id), &self.id.to_le_bytes());
@@ -742,6 +773,7 @@ impl RingRecord for CtrlRequest {
 
 impl RingRecord for CtrlResponse {
     const SIZE: usize = size_of::<CtrlResponse>();
+    #[inline]
     fn decode(b: &SlotBytes) -> Self {
         CtrlResponse {
             id: le16(b, offset_of!(CtrlResponse, id)),
@@ -750,6 +782,7 @@ impl RingRecord for CtrlResponse {
             data: le32(b, offset_of!(CtrlResponse, data)),
         }
     }
+    #[inline]
     fn encode(&self, b: &mut SlotBytes) {
         put(b, offset_of!(CtrlResponse, id), &self.id.to_le_bytes());
         put(

@@ -135,6 +135,7 @@ pub enum RingError {
 /// The producer's notification rule (`RING_PUSH_*_AND_CHECK_NOTIFY`): after moving the
 /// shared producer index from `old` to `new`, notify iff the peer's event index lies in the
 /// half-open window `(old, new]`, i.e. `(new − event) < (new − old)` mod 2^32.
+#[inline]
 pub fn notify_needed(old: RingIdx, new: RingIdx, event: RingIdx) -> bool {
     new.wrapping_sub(event) < new.wrapping_sub(old)
 }

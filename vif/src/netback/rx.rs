@@ -1,13 +1,13 @@
 //! Netback receive: delivering packets into the buffers a frontend posted (§1.4, §1.7;
 //! robustness.md XSA-392, a8, a11, a16). Two pure parts:
 //!
-//! * [`plan_rx`] — for one packet and the rx requests it will consume, the grant copies
-//!   (one per data slot, ≤ 4096 bytes at offset 0 of the slot's page) and the responses,
-//!   each in the slot of the request it answers. Layout, as Linux `xenvif_rx_skb`: data
+//! * [`plan_rx`] — for one packet and the rx requests it will consume, the responses
+//!   (written into the caller's buffer, each for the slot of the request it answers) and
+//!   the grant copies (one per data slot, ≤ 4096 bytes at offset 0 of the slot's page). Layout, as Linux `xenvif_rx_skb`: data
 //!   slot 0; then the extras (GSO, then HASH), overlaying the responses of slots 1..;
 //!   then the remaining data slots. Only slot 0 carries the checksum flags and
 //!   `extra_info`; every data slot with bytes after it carries `more_data`. A failed copy
-//!   overwrites its slot's status with the GNTST code ([`RxPlan::set_copy_status`]).
+//!   overwrites its slot's status with the GNTST code ([`apply_copy_status`]).
 //! * [`RxBacklog`] — the per-queue queue of packets waiting for rx buffers: bounded in
 //!   bytes (512 KiB, then drop and count), each packet expiring after the drain timeout,
 //!   and stall detection (no progress for 60 s while the free slots are fewer than the head
@@ -97,6 +97,14 @@ pub enum RxPlanError {
         /// Requests supplied.
         available: usize,
     },
+    /// The response buffer is shorter than [`RxPacketInfo::slots_needed`].
+    #[error("response buffer holds {available} of the {needed} responses")]
+    ResponseBufferTooSmall {
+        /// Slots the packet needs.
+        needed: usize,
+        /// Buffer length.
+        available: usize,
+    },
 }
 
 impl RxPlanError {
@@ -104,57 +112,102 @@ impl RxPlanError {
     pub fn drop_reason(&self) -> Option<DropReason> {
         match self {
             RxPlanError::TooLarge { .. } => Some(DropReason::RxPacketTooLarge),
-            RxPlanError::NotEnoughRequests { .. } => None,
+            _ => None,
         }
     }
 }
 
-/// The copies and responses that deliver one packet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The shape of one planned delivery: slot 0 is data, slots `1..=extras` are extras, the
+/// rest data. The copies are derived from it and the requests it was planned on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RxPlan {
-    copies: [RxCopy; MAX_RX_DATA_SLOTS],
-    nr_copies: usize,
-    responses: [RxResponse; MAX_RX_SLOTS],
-    nr_slots: usize,
+    slots: usize,
+    extras: usize,
+    len: usize,
 }
 
 impl RxPlan {
-    /// The grant copies, in packet order.
-    pub fn copies(&self) -> &[RxCopy] {
-        self.copies.get(..self.nr_copies).unwrap_or(&[])
-    }
-
-    /// The responses, one per consumed request, in request order (each goes in the slot
-    /// of its request).
-    pub fn responses(&self) -> &[RxResponse] {
-        self.responses.get(..self.nr_slots).unwrap_or(&[])
-    }
-
-    /// Requests consumed.
+    /// Requests consumed (= responses written).
     pub fn slots(&self) -> usize {
-        self.nr_slots
+        self.slots
     }
 
-    /// Records the outcome of copy `index` (of [`RxPlan::copies`]): a failure overwrites
-    /// the status of that copy's slot with the (negative) GNTST code, as
-    /// `xenvif_rx_copy_flush` does. Returns whether the copy failed.
-    pub fn set_copy_status(&mut self, index: usize, status: GntSt) -> bool {
-        if status == GntSt::Okay {
-            return false;
+    /// Extra-info slots among them.
+    pub fn extras(&self) -> usize {
+        self.extras
+    }
+
+    /// The grant copies, in packet order; `reqs` must be the slice given to [`plan_rx`].
+    pub fn copies<'a>(&self, reqs: &'a [RxRequest]) -> RxCopies<'a> {
+        RxCopies {
+            reqs,
+            plan: *self,
+            slot: 0,
+            done: 0,
         }
-        let Some(copy) = self.copies().get(index).copied() else {
-            return false;
-        };
-        if let Some(rsp) = self.responses.get_mut(copy.slot) {
-            rsp.status = status.code();
-        }
-        true
     }
 }
 
+/// Iterator over a plan's copies (see [`RxPlan::copies`]).
+#[derive(Debug, Clone)]
+pub struct RxCopies<'a> {
+    reqs: &'a [RxRequest],
+    plan: RxPlan,
+    slot: usize,
+    done: usize,
+}
+
+impl Iterator for RxCopies<'_> {
+    type Item = RxCopy;
+
+    #[inline]
+    fn next(&mut self) -> Option<RxCopy> {
+        let slot = self.slot;
+        if slot >= self.plan.slots {
+            return None;
+        }
+        self.slot = if slot == 0 {
+            self.plan.extras + 1
+        } else {
+            slot + 1
+        };
+        let req = self.reqs.get(slot)?;
+        let len = (self.plan.len - self.done).min(PAGE_SIZE);
+        let copy = RxCopy {
+            slot,
+            gref: req.gref,
+            dest_offset: 0,
+            packet_offset: self.done,
+            len: len as u16,
+        };
+        self.done += len;
+        Some(copy)
+    }
+}
+
+/// Records the outcome of `copy` in the responses written by [`plan_rx`]: a failure
+/// overwrites the status of that copy's slot with the (negative) GNTST code, as
+/// `xenvif_rx_copy_flush` does. Returns whether the copy failed.
+pub fn apply_copy_status(responses: &mut [RxResponse], copy: &RxCopy, status: GntSt) -> bool {
+    if status == GntSt::Okay {
+        return false;
+    }
+    if let Some(rsp) = responses.get_mut(copy.slot) {
+        rsp.status = status.code();
+    }
+    true
+}
+
 /// Plans the delivery of `pkt` into the first [`RxPacketInfo::slots_needed`] of `reqs`
-/// (requests the shell consumed, in ring order). See the module rules.
-pub fn plan_rx(pkt: &RxPacketInfo, reqs: &[RxRequest]) -> Result<RxPlan, RxPlanError> {
+/// (requests the shell consumed, in ring order): writes one response per request into the
+/// front of `responses` (to be produced on the ring in that order, so each lands in its
+/// request's slot) and returns the plan whose [`RxPlan::copies`] move the data. See the
+/// module rules. Nothing is written on error.
+pub fn plan_rx(
+    pkt: &RxPacketInfo,
+    reqs: &[RxRequest],
+    responses: &mut [RxResponse],
+) -> Result<RxPlan, RxPlanError> {
     if pkt.len > MAX_RX_PACKET_LEN {
         return Err(RxPlanError::TooLarge { len: pkt.len });
     }
@@ -164,6 +217,10 @@ pub fn plan_rx(pkt: &RxPacketInfo, reqs: &[RxRequest]) -> Result<RxPlan, RxPlanE
             needed,
             available: reqs.len(),
         });
+    };
+    let available = responses.len();
+    let Some(responses) = responses.get_mut(..needed) else {
+        return Err(RxPlanError::ResponseBufferTooSmall { needed, available });
     };
     let mut extras = [ExtraInfo::default(); MAX_RX_EXTRAS];
     let mut nr_extras = 0;
@@ -180,15 +237,9 @@ pub fn plan_rx(pkt: &RxPacketInfo, reqs: &[RxRequest]) -> Result<RxPlan, RxPlanE
         e.flags |= crate::netif::XEN_NETIF_EXTRA_FLAG_MORE;
     }
 
-    let mut plan = RxPlan {
-        copies: [RxCopy::default(); MAX_RX_DATA_SLOTS],
-        nr_copies: 0,
-        responses: [RxResponse::default(); MAX_RX_SLOTS],
-        nr_slots: needed,
-    };
     let mut done = 0usize;
     let mut next_extra = 0usize;
-    for (slot, (req, rsp)) in reqs.iter().zip(plan.responses.iter_mut()).enumerate() {
+    for (slot, (req, rsp)) in reqs.iter().zip(responses.iter_mut()).enumerate() {
         if slot != 0 && next_extra < nr_extras {
             // Extras go right after the first data slot, overlaying those responses; the
             // request's page is left unused (the frontend recycles it).
@@ -197,16 +248,6 @@ pub fn plan_rx(pkt: &RxPacketInfo, reqs: &[RxRequest]) -> Result<RxPlan, RxPlanE
             continue;
         }
         let len = (pkt.len - done).min(PAGE_SIZE);
-        if let Some(c) = plan.copies.get_mut(plan.nr_copies) {
-            *c = RxCopy {
-                slot,
-                gref: req.gref,
-                dest_offset: 0,
-                packet_offset: done,
-                len: len as u16,
-            };
-            plan.nr_copies += 1;
-        }
         done += len;
         let mut flags = 0;
         if slot == 0 {
@@ -225,7 +266,11 @@ pub fn plan_rx(pkt: &RxPacketInfo, reqs: &[RxRequest]) -> Result<RxPlan, RxPlanE
             status: len as i16,
         };
     }
-    Ok(plan)
+    Ok(RxPlan {
+        slots: needed,
+        extras: nr_extras,
+        len: pkt.len,
+    })
 }
 
 // ---- the rx backlog --------------------------------------------------------------------

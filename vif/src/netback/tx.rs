@@ -93,6 +93,7 @@ pub struct TxSlotLayout {
 
 impl TxSlotLayout {
     /// Whether consumed slot `index` is an extra-info slot.
+    #[inline]
     pub fn is_extra(&self, index: usize) -> bool {
         index >= 1 && index <= self.extras
     }
@@ -164,17 +165,23 @@ pub struct TxFragment {
     pub offset: u16,
     /// Bytes (never 0; `offset + len ≤ 4096`).
     pub len: u16,
-    /// Index of the consumed slot it came from (for per-slot copy status).
+    /// Index of the consumed slot it came from.
     pub slot: u16,
 }
 
 /// A validated packet ready to be copied out of the frontend's pages.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// It is a small summary over the private request copies it was built from: pass the
+/// same `reqs` slice to [`TxPacket::fragments`] and [`TxPacket::responses`]. (Those copies
+/// are the shell's own memory, so re-reading them is not a double fetch.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TxPacket {
     /// Total length (the first slot's size) = Σ fragment lengths, 14..=65535.
     pub total_len: u16,
-    fragments: [TxFragment; MAX_TX_FRAGMENTS],
-    nr_fragments: usize,
+    /// Bytes in the first slot itself (total − Σ follow-on sizes), ≥ 14.
+    pub first_len: u16,
+    /// Number of fragments: the first slot plus every non-empty follow-on slot (≤ 19).
+    pub nr_fragments: usize,
     /// Segmentation offload requested by a GSO extra.
     pub gso: Option<GsoInfo>,
     /// From the first slot's csum flags.
@@ -186,30 +193,78 @@ pub struct TxPacket {
 }
 
 impl TxPacket {
-    /// The data, in packet order; zero-length slots contribute nothing.
-    pub fn fragments(&self) -> &[TxFragment] {
-        self.fragments.get(..self.nr_fragments).unwrap_or(&[])
+    /// The data in packet order; zero-length follow-on slots contribute nothing (XSA-448).
+    #[inline]
+    pub fn fragments<'a>(&self, reqs: &'a [TxRequest]) -> TxFragments<'a> {
+        TxFragments {
+            reqs,
+            first_len: self.first_len,
+            layout: self.layout,
+            next: 0,
+        }
     }
 
     /// The responses to write once the data has been copied: data slots OKAY, except that
-    /// a slot whose fragment copy failed (bit `k` of `failed_fragments` for
-    /// `fragments()[k]`) is answered ERROR (a8); extras NULL.
+    /// a slot whose fragment copy failed (bit `k` of `failed_fragments` for the `k`-th
+    /// fragment) is answered ERROR (a8); zero-length slots OKAY; extras NULL.
     pub fn responses<'a>(
-        &'a self,
+        &self,
         reqs: &'a [TxRequest],
         failed_fragments: u32,
     ) -> TxResponses<'a, impl FnMut(usize) -> i16 + 'a> {
-        let frags = self.fragments();
+        // Data slots are visited in order, so the fragment index is a running count.
+        let mut fragment = 0u32;
         self.layout.responses(reqs, move |slot| {
-            let failed = frags.iter().enumerate().any(|(k, f)| {
-                usize::from(f.slot) == slot && k < 32 && failed_fragments & (1 << k) != 0
-            });
+            let empty = slot != 0 && reqs.get(slot).is_none_or(|r| r.size == 0);
+            if empty {
+                return NETIF_RSP_OKAY;
+            }
+            let failed = fragment < 32 && failed_fragments & (1 << fragment) != 0;
+            fragment += 1;
             if failed {
                 NETIF_RSP_ERROR
             } else {
                 NETIF_RSP_OKAY
             }
         })
+    }
+}
+
+/// Iterator over a packet's fragments (see [`TxPacket::fragments`]).
+#[derive(Debug, Clone)]
+pub struct TxFragments<'a> {
+    reqs: &'a [TxRequest],
+    first_len: u16,
+    layout: TxSlotLayout,
+    next: usize,
+}
+
+impl Iterator for TxFragments<'_> {
+    type Item = TxFragment;
+
+    #[inline]
+    fn next(&mut self) -> Option<TxFragment> {
+        loop {
+            let slot = self.next;
+            if slot >= self.layout.slots {
+                return None;
+            }
+            self.next = if slot == 0 {
+                self.layout.extras + 1
+            } else {
+                slot + 1
+            };
+            let req = self.reqs.get(slot)?;
+            let len = if slot == 0 { self.first_len } else { req.size };
+            if len > 0 {
+                return Some(TxFragment {
+                    gref: req.gref,
+                    offset: req.offset,
+                    len,
+                    slot: slot as u16,
+                });
+            }
+        }
     }
 }
 
@@ -270,11 +325,13 @@ struct Extras {
 /// Reads the next packet from `reqs` — every request published and not yet processed,
 /// starting at the packet's first slot — and decides its fate (see the module table).
 /// Returns `None` if `reqs` is empty.
+#[inline]
 pub fn build_tx_packet(reqs: &[TxRequest], limits: &TxLimits) -> Option<TxOutcome> {
     let first = *reqs.first()?;
     Some(build(first, reqs, limits))
 }
 
+#[inline]
 fn build(first: TxRequest, reqs: &[TxRequest], limits: &TxLimits) -> TxOutcome {
     if reqs.len() > NET_TX_RING_SIZE as usize {
         return TxOutcome::Fatal(FatalReason::ImpossibleRequestCount);
@@ -327,8 +384,7 @@ fn build(first: TxRequest, reqs: &[TxRequest], limits: &TxLimits) -> TxOutcome {
     let mut remaining = u32::from(first.size);
     let mut follow = 0usize;
     let mut drop: Option<DropReason> = None;
-    let mut fragments = [TxFragment::default(); MAX_TX_FRAGMENTS];
-    let mut nr_fragments = 1usize; // fragment 0 (the first slot) is filled in below
+    let mut nr_fragments = 1usize; // the first slot
     if first.flags & NETTXF_MORE_DATA != 0 {
         loop {
             let Some(txp) = reqs.get(pos + follow) else {
@@ -345,22 +401,12 @@ fn build(first: TxRequest, reqs: &[TxRequest], limits: &TxLimits) -> TxOutcome {
                 drop = Some(DropReason::TxSlotExceedsTotal);
             }
             remaining = remaining.saturating_sub(size);
-            let slot = pos + follow;
             follow += 1;
             if usize::from(txp.offset) + usize::from(txp.size) > PAGE_SIZE {
                 return TxOutcome::Fatal(FatalReason::CrossPageBoundary);
             }
-            if drop.is_none() && txp.size > 0 {
-                // follow ≤ 18 here, so nr_fragments ≤ 18 < MAX_TX_FRAGMENTS.
-                if let Some(f) = fragments.get_mut(nr_fragments) {
-                    *f = TxFragment {
-                        gref: txp.gref,
-                        offset: txp.offset,
-                        len: txp.size,
-                        slot: slot as u16,
-                    };
-                    nr_fragments += 1;
-                }
+            if txp.size > 0 {
+                nr_fragments += 1;
             }
             if txp.flags & NETTXF_MORE_DATA == 0 {
                 break;
@@ -385,12 +431,6 @@ fn build(first: TxRequest, reqs: &[TxRequest], limits: &TxLimits) -> TxOutcome {
     if usize::from(first.offset) + remaining as usize > PAGE_SIZE {
         return TxOutcome::Fatal(FatalReason::CrossPageBoundary);
     }
-    fragments[0] = TxFragment {
-        gref: first.gref,
-        offset: first.offset,
-        len: remaining as u16,
-        slot: 0,
-    };
 
     // --- GSO (xenvif_set_skb_gso): failures are fatal ---
     let gso = match extras.gso.and_then(|e| e.decode()) {
@@ -410,9 +450,10 @@ fn build(first: TxRequest, reqs: &[TxRequest], limits: &TxLimits) -> TxOutcome {
         _ => None,
     };
 
+    debug_assert!(nr_fragments <= MAX_TX_FRAGMENTS);
     TxOutcome::Packet(TxPacket {
         total_len: first.size,
-        fragments,
+        first_len: remaining as u16,
         nr_fragments,
         gso,
         checksum: ChecksumState::from_tx_flags(first.flags),

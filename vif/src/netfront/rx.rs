@@ -142,11 +142,10 @@ pub struct RxDataSlot {
     pub len: u16,
 }
 
-/// A well-formed received frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A well-formed received frame: a summary over the response copies it was parsed from
+/// (pass the same slice to [`RxFrame::data`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RxFrame {
-    data: [RxDataSlot; MAX_RX_FRAME_DATA_SLOTS],
-    nr_data: usize,
     /// Σ status of the data slots.
     pub len: usize,
     /// From a GSO extra.
@@ -157,12 +156,56 @@ pub struct RxFrame {
     pub hash: Option<HashInfo>,
     /// Responses the frame consumed (data and extra slots).
     pub slots: usize,
+    /// Extra-info slots among them (indices `1..=extras`).
+    pub extras: usize,
+    /// Non-empty data slots (≤ [`MAX_RX_FRAME_DATA_SLOTS`]).
+    pub nr_data: usize,
 }
 
 impl RxFrame {
-    /// The frame's bytes, in order.
-    pub fn data(&self) -> &[RxDataSlot] {
-        self.data.get(..self.nr_data).unwrap_or(&[])
+    /// The frame's bytes, in order; empty data slots are skipped. `rsps` must be the slice
+    /// given to [`parse_rx_frame`].
+    pub fn data<'a>(&self, rsps: &'a [RxResponse]) -> RxFrameData<'a> {
+        RxFrameData {
+            rsps,
+            frame: *self,
+            next: 0,
+        }
+    }
+}
+
+/// Iterator over a frame's data slots (see [`RxFrame::data`]).
+#[derive(Debug, Clone)]
+pub struct RxFrameData<'a> {
+    rsps: &'a [RxResponse],
+    frame: RxFrame,
+    next: usize,
+}
+
+impl Iterator for RxFrameData<'_> {
+    type Item = RxDataSlot;
+
+    #[inline]
+    fn next(&mut self) -> Option<RxDataSlot> {
+        loop {
+            let slot = self.next;
+            if slot >= self.frame.slots {
+                return None;
+            }
+            self.next = if slot == 0 {
+                self.frame.extras + 1
+            } else {
+                slot + 1
+            };
+            let rsp = self.rsps.get(slot)?;
+            if rsp.status > 0 {
+                return Some(RxDataSlot {
+                    slot,
+                    offset: rsp.offset,
+                    len: rsp.status as u16,
+                });
+            }
+        }
     }
 }
 
@@ -224,31 +267,21 @@ pub fn parse_rx_frame(rsps: &[RxResponse]) -> Option<RxOutcome> {
     }
 
     // Data slots: the first, then those after the extras.
-    let mut data = [RxDataSlot::default(); MAX_RX_FRAME_DATA_SLOTS];
     let mut nr_data = 0usize;
     let mut len = 0usize;
     let mut slots = 1usize;
     let mut rsp = first;
-    let mut at = 0usize;
     loop {
         if rsp.status < 0 || usize::from(rsp.offset) + rsp.status as usize > PAGE_SIZE {
             fail(RxFrameError::BadSlot);
         } else if rsp.status > 0 {
-            if let Some(d) = data.get_mut(nr_data) {
-                *d = RxDataSlot {
-                    slot: at,
-                    offset: rsp.offset,
-                    len: rsp.status as u16,
-                };
-                nr_data += 1;
-                len += rsp.status as usize;
-            }
+            nr_data += 1;
+            len += rsp.status as usize;
         }
         if rsp.flags & NETRXF_MORE_DATA == 0 {
             break;
         }
-        at = last_extra + slots;
-        let Some(next) = rsps.get(at) else {
+        let Some(next) = rsps.get(last_extra + slots) else {
             fail(RxFrameError::NeedMoreSlots);
             break;
         };
@@ -286,13 +319,13 @@ pub fn parse_rx_frame(rsps: &[RxResponse]) -> Option<RxOutcome> {
         _ => None,
     };
     Some(RxOutcome::Frame(RxFrame {
-        data,
         nr_data,
         len,
         gso,
         checksum: ChecksumState::from_rx_flags(first.flags),
         hash,
         slots: consumed,
+        extras: last_extra,
     }))
 }
 

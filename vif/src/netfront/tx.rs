@@ -109,27 +109,17 @@ pub fn chunk_frame(
     Ok(n)
 }
 
-/// The requests of one frame, in ring order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TxFramePlan {
-    requests: [TxRequest; MAX_TX_REQUESTS],
-    nr_requests: usize,
-}
-
-impl TxFramePlan {
-    /// The requests to produce on the tx ring, in order.
-    pub fn requests(&self) -> &[TxRequest] {
-        self.requests.get(..self.nr_requests).unwrap_or(&[])
-    }
-}
-
-/// Lays out a frame whose data is in `chunks` as tx requests, giving data slot `k` the id
-/// `ids[k]` (ids of outstanding requests must be unique; see [`TxInFlight`]).
+/// Lays out a frame whose data is in `chunks` as tx requests written to the front of `out`
+/// (a staging buffer the caller then produces on the ring), giving data slot `k` the id
+/// `ids[k]` (ids of outstanding requests must be unique; see [`TxInFlight`]). Returns the
+/// number of requests written: the data slots plus one for a GSO extra. Nothing is
+/// written unless the whole frame is valid.
 pub fn plan_tx_frame(
     meta: &TxFrameMeta,
     chunks: &[TxChunk],
     ids: &[u16],
-) -> Result<TxFramePlan, TxPlanError> {
+    out: &mut [TxRequest],
+) -> Result<usize, TxPlanError> {
     if !(MIN_TX_FRAME..=XEN_NETIF_MAX_TX_SIZE).contains(&meta.len) {
         return Err(TxPlanError::BadLength(meta.len));
     }
@@ -141,6 +131,10 @@ pub fn plan_tx_frame(
     }
     if ids.len() < chunks.len() {
         return Err(TxPlanError::Short(chunks.len() - ids.len()));
+    }
+    let nr_requests = chunks.len() + usize::from(meta.gso.is_some());
+    if out.len() < nr_requests {
+        return Err(TxPlanError::Short(nr_requests - out.len()));
     }
     let total: usize = chunks.iter().map(|c| usize::from(c.len)).sum();
     if total != meta.len {
@@ -155,17 +149,8 @@ pub fn plan_tx_frame(
             return Err(TxPlanError::BadChunk(i));
         }
     }
-    let mut plan = TxFramePlan {
-        requests: [TxRequest::default(); MAX_TX_REQUESTS],
-        nr_requests: 0,
-    };
-    let mut push = |r: TxRequest| {
-        if let Some(slot) = plan.requests.get_mut(plan.nr_requests) {
-            *slot = r;
-            plan.nr_requests += 1;
-        }
-    };
     let last = chunks.len() - 1;
+    let mut slots = out.iter_mut();
     for (i, (c, &id)) in chunks.iter().zip(ids).enumerate() {
         let mut flags = if i < last { NETTXF_MORE_DATA } else { 0 };
         let size = if i == 0 {
@@ -177,20 +162,22 @@ pub fn plan_tx_frame(
         } else {
             c.len
         };
-        push(TxRequest {
-            gref: c.gref,
-            offset: c.offset,
-            flags,
-            id,
-            size,
-        });
-        if i == 0 {
-            if let Some(gso) = meta.gso {
-                push(ExtraInfo::gso(gso, false).to_tx_request());
+        if let Some(slot) = slots.next() {
+            *slot = TxRequest {
+                gref: c.gref,
+                offset: c.offset,
+                flags,
+                id,
+                size,
+            };
+        }
+        if let (0, Some(gso)) = (i, meta.gso) {
+            if let Some(slot) = slots.next() {
+                *slot = ExtraInfo::gso(gso, false).to_tx_request();
             }
         }
     }
-    Ok(plan)
+    Ok(nr_requests)
 }
 
 /// A backend answered something it was never asked (netfront marks itself broken).

@@ -5,6 +5,40 @@ use crate::netif::{
 };
 use proptest::prelude::*;
 
+/// A plan with its responses and copies materialised, for assertions.
+#[derive(Debug, PartialEq)]
+struct Planned {
+    plan: RxPlan,
+    rsps: Vec<RxResponse>,
+    copies: Vec<RxCopy>,
+}
+
+impl Planned {
+    fn copies(&self) -> &[RxCopy] {
+        &self.copies
+    }
+    fn responses(&self) -> &[RxResponse] {
+        &self.rsps
+    }
+    fn slots(&self) -> usize {
+        self.plan.slots()
+    }
+    fn set_copy_status(&mut self, i: usize, st: GntSt) -> bool {
+        match self.copies.get(i).copied() {
+            Some(c) => apply_copy_status(&mut self.rsps, &c, st),
+            None => false,
+        }
+    }
+}
+
+fn planned(pkt: &RxPacketInfo, reqs: &[RxRequest]) -> Result<Planned, RxPlanError> {
+    let mut rsps = vec![RxResponse::default(); MAX_RX_SLOTS];
+    let plan = plan_rx(pkt, reqs, &mut rsps)?;
+    rsps.truncate(plan.slots());
+    let copies = plan.copies(reqs).collect();
+    Ok(Planned { plan, rsps, copies })
+}
+
 fn reqs(n: usize) -> Vec<RxRequest> {
     (0..n)
         .map(|i| RxRequest {
@@ -57,7 +91,7 @@ fn small_packet_one_slot() {
         ..Default::default()
     };
     let r = reqs(4);
-    let plan = plan_rx(&pkt, &r).unwrap();
+    let plan = planned(&pkt, &r).unwrap();
     assert_eq!(plan.slots(), 1);
     assert_eq!(
         plan.copies(),
@@ -87,7 +121,7 @@ fn multi_page_packet_fills_whole_pages_and_marks_more_data() {
         checksum: ChecksumState::Partial,
         ..Default::default()
     };
-    let plan = plan_rx(&pkt, &reqs(3)).unwrap();
+    let plan = planned(&pkt, &reqs(3)).unwrap();
     let c: Vec<_> = plan
         .copies()
         .iter()
@@ -126,7 +160,7 @@ fn gso_extra_overlays_the_second_slot() {
         checksum: ChecksumState::Partial,
         hash: None,
     };
-    let plan = plan_rx(&pkt, &reqs(3)).unwrap();
+    let plan = planned(&pkt, &reqs(3)).unwrap();
     assert_eq!(plan.slots(), 3);
     let rsps = plan.responses();
     assert_eq!(rsps[0].id, 100);
@@ -157,7 +191,7 @@ fn gso_then_hash_chained_with_more_flag() {
         checksum: ChecksumState::Unknown,
         hash: Some(hash),
     };
-    let plan = plan_rx(&pkt, &reqs(3)).unwrap();
+    let plan = planned(&pkt, &reqs(3)).unwrap();
     let rsps = plan.responses();
     assert_eq!(
         rsps[0].flags, NETRXF_EXTRA_INFO,
@@ -181,7 +215,7 @@ fn too_few_requests_or_too_large() {
         ..Default::default()
     };
     assert_eq!(
-        plan_rx(&pkt, &reqs(2)),
+        planned(&pkt, &reqs(2)),
         Err(RxPlanError::NotEnoughRequests {
             needed: 3,
             available: 2
@@ -192,7 +226,7 @@ fn too_few_requests_or_too_large() {
         ..Default::default()
     };
     assert_eq!(
-        plan_rx(&big, &reqs(20)),
+        planned(&big, &reqs(20)),
         Err(RxPlanError::TooLarge {
             len: MAX_RX_PACKET_LEN + 1
         })
@@ -206,7 +240,7 @@ fn too_few_requests_or_too_large() {
         gso: Some(TSO),
         ..Default::default()
     };
-    assert_eq!(plan_rx(&max, &reqs(19)).unwrap().slots(), 19);
+    assert_eq!(planned(&max, &reqs(19)).unwrap().slots(), 19);
 }
 
 #[test]
@@ -216,7 +250,7 @@ fn failed_copy_overwrites_that_slots_status() {
         gso: Some(TSO),
         ..Default::default()
     };
-    let mut plan = plan_rx(&pkt, &reqs(4)).unwrap();
+    let mut plan = planned(&pkt, &reqs(4)).unwrap();
     assert!(!plan.set_copy_status(0, GntSt::Okay));
     // Copy 1 is data slot 2 (slot 1 holds the extra).
     assert_eq!(plan.copies()[1].slot, 2);
@@ -250,7 +284,7 @@ proptest! {
             hash: hash.then_some(HashInfo { hash_type: 0, algorithm: 1, value: 7 }),
         };
         let r = reqs(MAX_RX_SLOTS);
-        let plan = plan_rx(&pkt, &r).unwrap();
+        let plan = planned(&pkt, &r).unwrap();
         prop_assert_eq!(plan.slots(), pkt.slots_needed());
         let mut covered = 0usize;
         for c in plan.copies() {

@@ -55,6 +55,13 @@ fn packet(reqs: &[TxRequest]) -> TxPacket {
     }
 }
 
+/// The packet's fragments as a vector (checking the advertised count).
+fn frags(p: &TxPacket, reqs: &[TxRequest]) -> Vec<TxFragment> {
+    let v: Vec<_> = p.fragments(reqs).collect();
+    assert_eq!(v.len(), p.nr_fragments);
+    v
+}
+
 fn pairs(rsps: impl Iterator<Item = TxResponse>) -> Vec<(u16, i16)> {
     rsps.map(|r| (r.id, r.status)).collect()
 }
@@ -105,8 +112,8 @@ fn single_slot_packet() {
     let p = packet(&reqs);
     assert_eq!(p.total_len, 60);
     assert_eq!(
-        p.fragments(),
-        &[TxFragment {
+        frags(&p, &reqs),
+        [TxFragment {
             gref: 77,
             offset: 100,
             len: 60,
@@ -134,8 +141,7 @@ fn multi_slot_packet_first_slot_holds_the_rest_of_the_total() {
     let mut reqs = chain(3000, &[1500, 500]);
     reqs[0].flags |= NETTXF_CSUM_BLANK;
     let p = packet(&reqs);
-    let lens: Vec<_> = p
-        .fragments()
+    let lens: Vec<_> = frags(&p, &reqs)
         .iter()
         .map(|f| (f.gref, f.len, f.slot))
         .collect();
@@ -166,7 +172,7 @@ fn gso_extra_sits_between_first_and_follow_on_slots() {
             extras: 1
         }
     );
-    let f: Vec<_> = p.fragments().iter().map(|f| (f.len, f.slot)).collect();
+    let f: Vec<_> = frags(&p, &reqs).iter().map(|f| (f.len, f.slot)).collect();
     assert_eq!(f, [(1000, 0), (4000, 2)]);
     assert_eq!(
         pairs(p.responses(&reqs, 0)),
@@ -330,7 +336,7 @@ fn eighteen_follow_on_slots_are_accepted() {
     let sizes = [100u16; 18];
     let reqs = chain(100 * 19, &sizes);
     let p = packet(&reqs);
-    assert_eq!(p.fragments().len(), MAX_TX_FRAGMENTS);
+    assert_eq!(frags(&p, &reqs).len(), MAX_TX_FRAGMENTS);
     assert_eq!(p.layout.slots, 19);
     assert!(pairs(p.responses(&reqs, 0)).iter().all(|&(_, s)| s == OK));
 }
@@ -430,9 +436,9 @@ fn runt_check_comes_before_gso_validation() {
 fn zero_length_follow_on_slots_make_no_fragment_but_are_answered() {
     let reqs = chain(100, &[0, 40, 0]);
     let p = packet(&reqs);
-    let f: Vec<_> = p.fragments().iter().map(|f| (f.len, f.slot)).collect();
+    let f: Vec<_> = frags(&p, &reqs).iter().map(|f| (f.len, f.slot)).collect();
     assert_eq!(f, [(60, 0), (40, 2)]);
-    assert!(p.fragments().iter().all(|f| f.len > 0));
+    assert!(frags(&p, &reqs).iter().all(|f| f.len > 0));
     assert_eq!(
         pairs(p.responses(&reqs, 0)),
         [(0, OK), (1, OK), (2, OK), (3, OK)]
@@ -444,15 +450,19 @@ fn max_slots_min_bytes_corner() {
     // XSA-432: 18 follow-on slots of 1 byte each and a 14-byte first slot.
     let reqs = chain(14 + 18, &[1u16; 18]);
     let p = packet(&reqs);
-    assert_eq!(p.fragments().len(), 19);
-    assert_eq!(p.fragments()[0].len, 14);
+    assert_eq!(frags(&p, &reqs).len(), 19);
+    assert_eq!(frags(&p, &reqs)[0].len, 14);
     assert_eq!(
-        p.fragments().iter().map(|f| u32::from(f.len)).sum::<u32>(),
+        frags(&p, &reqs)
+            .iter()
+            .map(|f| u32::from(f.len))
+            .sum::<u32>(),
         32
     );
     // All-zero follow-on slots and a minimal first slot.
-    let p = packet(&chain(14, &[0u16; 18]));
-    assert_eq!(p.fragments().len(), 1);
+    let reqs = chain(14, &[0u16; 18]);
+    let p = packet(&reqs);
+    assert_eq!(p.fragments(&reqs).count(), 1);
     assert_eq!(p.layout.slots, 19);
     // Too many tiny slots: dropped, every slot answered.
     let (reason, rsps) = dropped(&chain(14 + 20, &[1u16; 20]));
@@ -597,10 +607,10 @@ fn drive(reqs: &[TxRequest]) -> Result<(), TestCaseError> {
             TxOutcome::Fatal(_) => break,
             TxOutcome::Packet(p) => {
                 prop_assert!(p.total_len as usize >= ETH_HLEN);
-                let sum: u32 = p.fragments().iter().map(|f| u32::from(f.len)).sum();
+                let sum: u32 = frags(p, rest).iter().map(|f| u32::from(f.len)).sum();
                 prop_assert_eq!(sum, u32::from(p.total_len));
-                prop_assert!(p.fragments().len() <= MAX_TX_FRAGMENTS);
-                for f in p.fragments() {
+                prop_assert!(frags(p, rest).len() <= MAX_TX_FRAGMENTS);
+                for f in frags(p, rest) {
                     prop_assert!(f.len > 0, "no zero-length fragments (XSA-448)");
                     prop_assert!(usize::from(f.offset) + usize::from(f.len) <= PAGE_SIZE);
                     prop_assert!(usize::from(f.slot) < p.layout.slots);

@@ -34,9 +34,32 @@ fn gso(size: u16, t: u8) -> RxResponse {
     )
 }
 
-fn frame(rsps: &[RxResponse]) -> RxFrame {
+/// A parsed frame with its data slots materialised.
+struct Parsed {
+    frame: RxFrame,
+    data: Vec<RxDataSlot>,
+}
+
+impl std::ops::Deref for Parsed {
+    type Target = RxFrame;
+    fn deref(&self) -> &RxFrame {
+        &self.frame
+    }
+}
+
+impl Parsed {
+    fn data(&self) -> &[RxDataSlot] {
+        &self.data
+    }
+}
+
+fn frame(rsps: &[RxResponse]) -> Parsed {
     match parse_rx_frame(rsps) {
-        Some(RxOutcome::Frame(f)) => f,
+        Some(RxOutcome::Frame(frame)) => {
+            let data: Vec<_> = frame.data(rsps).collect();
+            assert_eq!(data.len(), frame.nr_data);
+            Parsed { frame, data }
+        }
         other => panic!("expected a frame, got {other:?}"),
     }
 }
@@ -291,8 +314,9 @@ proptest! {
             hash: with_hash.then_some(HashInfo { hash_type: 1, algorithm: 1, value: 5 }),
         };
         let reqs: Vec<_> = (0..pkt.slots_needed() as u32).map(|i| rx_request(i, 1000 + i)).collect();
-        let plan = plan_rx(&pkt, &reqs).unwrap();
-        let f = match parse_rx_frame(plan.responses()) {
+        let mut rsps = [RxResponse::default(); crate::netback::rx::MAX_RX_SLOTS];
+        let plan = plan_rx(&pkt, &reqs, &mut rsps).unwrap();
+        let f = match parse_rx_frame(&rsps[..plan.slots()]) {
             Some(RxOutcome::Frame(f)) => f,
             other => return Err(TestCaseError::fail(format!("{other:?}"))),
         };
@@ -301,8 +325,8 @@ proptest! {
         prop_assert_eq!(f.gso, pkt.gso);
         prop_assert_eq!(f.hash, pkt.hash);
         prop_assert_eq!(f.checksum, pkt.checksum);
-        let copies: Vec<_> = plan.copies().iter().map(|c| (c.slot, c.len)).collect();
-        let got: Vec<_> = f.data().iter().map(|d| (d.slot, d.len)).collect();
+        let copies: Vec<_> = plan.copies(&reqs).map(|c| (c.slot, c.len)).collect();
+        let got: Vec<_> = f.data(&rsps).map(|d| (d.slot, d.len)).collect();
         prop_assert_eq!(got, copies);
     }
 
@@ -315,9 +339,11 @@ proptest! {
             let n = o.slots();
             prop_assert!(n >= 1 && n <= rsps.len() - pos);
             if let RxOutcome::Frame(f) = &o {
-                prop_assert!(f.data().len() <= MAX_RX_FRAME_DATA_SLOTS);
-                prop_assert_eq!(f.len, f.data().iter().map(|d| usize::from(d.len)).sum::<usize>());
-                for d in f.data() {
+                let data: Vec<_> = f.data(&rsps[pos..]).collect();
+                prop_assert_eq!(data.len(), f.nr_data);
+                prop_assert!(data.len() <= MAX_RX_FRAME_DATA_SLOTS);
+                prop_assert_eq!(f.len, data.iter().map(|d| usize::from(d.len)).sum::<usize>());
+                for d in data {
                     prop_assert!(d.len > 0 && usize::from(d.offset) + usize::from(d.len) <= PAGE_SIZE);
                     prop_assert!(d.slot < f.slots);
                 }

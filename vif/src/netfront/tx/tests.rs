@@ -10,6 +10,17 @@ const TSO6: GsoInfo = GsoInfo {
     size: 1428,
 };
 
+/// Plans into a fresh buffer and returns exactly the requests written.
+fn plan(
+    meta: &TxFrameMeta,
+    chunks: &[TxChunk],
+    ids: &[u16],
+) -> Result<Vec<TxRequest>, TxPlanError> {
+    let mut out = [TxRequest::default(); MAX_TX_REQUESTS];
+    let n = plan_tx_frame(meta, chunks, ids, &mut out)?;
+    Ok(out[..n].to_vec())
+}
+
 fn grefs(n: u32) -> Vec<GrantRef> {
     (0..n).map(|i| 100 + i).collect()
 }
@@ -76,7 +87,7 @@ fn single_chunk_frame() {
         gso: None,
         checksum: ChecksumState::Validated,
     };
-    let plan = plan_tx_frame(
+    let plan = plan(
         &meta,
         &[TxChunk {
             gref: 9,
@@ -87,7 +98,7 @@ fn single_chunk_frame() {
     )
     .unwrap();
     assert_eq!(
-        plan.requests(),
+        &plan[..],
         &[TxRequest {
             gref: 9,
             offset: 64,
@@ -108,8 +119,8 @@ fn tso_frame_first_slot_total_gso_extra_then_data() {
         checksum: ChecksumState::Partial,
     };
     let ids: Vec<u16> = (10..26).collect();
-    let plan = plan_tx_frame(&meta, &chunks[..n], &ids).unwrap();
-    let r = plan.requests();
+    let plan = plan(&meta, &chunks[..n], &ids).unwrap();
+    let r = &plan[..];
     assert_eq!(r.len(), 17, "16 data slots + 1 GSO extra");
     assert_eq!(r[0].size, 65535, "first slot carries the total");
     assert_eq!(
@@ -131,7 +142,8 @@ fn tso_frame_first_slot_total_gso_extra_then_data() {
             assert_eq!(p.total_len, 65535);
             assert_eq!(p.gso, Some(TSO6));
             assert_eq!(p.checksum, ChecksumState::Partial);
-            assert_eq!(p.fragments().len(), 16);
+            assert_eq!(p.fragments(r).count(), 16);
+            assert_eq!(p.nr_fragments, 16);
             assert_eq!(p.layout.slots, 17);
         }
         other => panic!("{other:?}"),
@@ -150,31 +162,28 @@ fn planning_refuses_bad_frames() {
         ..Default::default()
     };
     assert_eq!(
-        plan_tx_frame(&meta(10), &[c(10)], &[0]),
+        plan(&meta(10), &[c(10)], &[0]),
         Err(TxPlanError::BadLength(10))
     );
+    assert_eq!(plan(&meta(100), &[], &[0]), Err(TxPlanError::Short(1)));
     assert_eq!(
-        plan_tx_frame(&meta(100), &[], &[0]),
+        plan(&meta(100), &[c(50), c(50)], &[0]),
         Err(TxPlanError::Short(1))
     );
     assert_eq!(
-        plan_tx_frame(&meta(100), &[c(50), c(50)], &[0]),
-        Err(TxPlanError::Short(1))
-    );
-    assert_eq!(
-        plan_tx_frame(&meta(100), &[c(60), c(30)], &[0, 1]),
+        plan(&meta(100), &[c(60), c(30)], &[0, 1]),
         Err(TxPlanError::LengthMismatch {
             chunks: 90,
             frame: 100
         })
     );
     assert_eq!(
-        plan_tx_frame(&meta(100), &[c(10), c(90)], &[0, 1]),
+        plan(&meta(100), &[c(10), c(90)], &[0, 1]),
         Err(TxPlanError::BadChunk(0)),
         "first chunk shorter than an Ethernet header"
     );
     assert_eq!(
-        plan_tx_frame(&meta(100), &[c(100), c(0)], &[0, 1]),
+        plan(&meta(100), &[c(100), c(0)], &[0, 1]),
         Err(TxPlanError::BadChunk(1)),
         "empty follow-on chunk"
     );
@@ -184,14 +193,61 @@ fn planning_refuses_bad_frames() {
         len: 100,
     };
     assert_eq!(
-        plan_tx_frame(&meta(100), &[crossing], &[0]),
+        plan(&meta(100), &[crossing], &[0]),
         Err(TxPlanError::BadChunk(0))
     );
     let many = vec![c(14); 19];
     assert_eq!(
-        plan_tx_frame(&meta(14 * 19), &many, &[0; 19]),
+        plan(&meta(14 * 19), &many, &[0; 19]),
         Err(TxPlanError::TooManySlots(19))
     );
+}
+
+#[test]
+fn plain_multi_chunk_frame_has_contiguous_requests() {
+    let mut chunks = [TxChunk::default(); MAX_TX_DATA_SLOTS];
+    let n = chunk_frame(5000, 4000, &grefs(3), &mut chunks).unwrap();
+    let meta = TxFrameMeta {
+        len: 5000,
+        ..Default::default()
+    };
+    let r = plan(&meta, &chunks[..n], &[7, 8, 9]).unwrap();
+    let got: Vec<_> = r
+        .iter()
+        .map(|q| (q.gref, q.offset, q.flags, q.id, q.size))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (100, 4000, NETTXF_MORE_DATA, 7, 5000),
+            (101, 0, NETTXF_MORE_DATA, 8, 4096),
+            (102, 0, 0, 9, 808)
+        ]
+    );
+}
+
+#[test]
+fn short_output_buffer_is_refused_before_writing() {
+    let meta = TxFrameMeta {
+        len: 100,
+        gso: Some(TSO6),
+        ..Default::default()
+    };
+    let mut out = [TxRequest::default(); 1];
+    assert_eq!(
+        plan_tx_frame(
+            &meta,
+            &[TxChunk {
+                gref: 1,
+                offset: 0,
+                len: 100
+            }],
+            &[0],
+            &mut out
+        ),
+        Err(TxPlanError::Short(1))
+    );
+    assert_eq!(out[0], TxRequest::default());
 }
 
 #[test]
@@ -260,7 +316,7 @@ proptest! {
             checksum: [ChecksumState::Unknown, ChecksumState::Partial, ChecksumState::Validated][csum as usize],
         };
         let ids: Vec<u16> = (0..n as u16).collect();
-        let plan = match plan_tx_frame(&meta, &chunks[..n], &ids) {
+        let plan = match plan(&meta, &chunks[..n], &ids) {
             Ok(p) => p,
             Err(TxPlanError::BadChunk(0)) => {
                 prop_assert!(chunks[0].len < 14);
@@ -268,16 +324,16 @@ proptest! {
             }
             Err(e) => return Err(TestCaseError::fail(format!("{e}"))),
         };
-        match build_tx_packet(plan.requests(), &TxLimits::default()) {
+        match build_tx_packet(&plan[..], &TxLimits::default()) {
             Some(TxOutcome::Packet(p)) => {
                 prop_assert_eq!(usize::from(p.total_len), len);
                 prop_assert_eq!(p.gso, meta.gso);
                 prop_assert_eq!(p.checksum, meta.checksum);
-                let got: Vec<_> = p.fragments().iter().map(|f| (f.gref, f.offset, f.len)).collect();
+                let got: Vec<_> = p.fragments(&plan).map(|f| (f.gref, f.offset, f.len)).collect();
                 let want: Vec<_> = chunks[..n].iter().map(|c| (c.gref, c.offset, c.len)).collect();
                 prop_assert_eq!(got, want);
-                prop_assert_eq!(p.layout.slots, plan.requests().len());
-                prop_assert!(p.responses(plan.requests(), 0).all(|r| r.status >= 0));
+                prop_assert_eq!(p.layout.slots, plan.len());
+                prop_assert!(p.responses(&plan[..], 0).all(|r| r.status >= 0));
             }
             other => return Err(TestCaseError::fail(format!("{other:?}"))),
         }
