@@ -11,6 +11,21 @@
 //!
 //! Two shapes: `one_core` runs both ends in one thread (the sum of both sides' costs);
 //! `two_cores` runs the backend on its own busy-polling thread, as a datapath thread would.
+//! Two backends: `GNTTABOP_copy` per fragment, and `_mapped`, which keeps each frontend tx
+//! page mapped once seen (persistent/static grant mapping) and copies from the mapping.
+//!
+//! Measured on the 2-core dev VM (cache-hot buffer pools, busy polling, no notifications):
+//!
+//! | frames | one core, grant copy | one core, mapped | two cores, grant copy | two cores, mapped |
+//! |---|---|---|---|---|
+//! | 64 B | 8.5 M/s | 29 M/s | 9.0 M/s | 35 M/s |
+//! | 1500 B | 5.1 M/s (62 Gbit/s) | 10.7 M/s | 5.7 M/s (69 Gbit/s) | 10.2 M/s |
+//! | 65535 B TSO, 17 slots | 230 K/s (120 Gbit/s) | 370 K/s (194 Gbit/s) | 214 K/s (112 Gbit/s) | 359 K/s (188 Gbit/s) |
+//!
+//! With grant copies ~80 % of the 64-byte case is the hypervisor's copy path (per op: a
+//! mutex, a SipHash `HashMap` insert and remove for the busy count, two CAS on the guest's
+//! flags, four `Arc` refcount updates); the ring, packet builder and frontend planning
+//! are the other ~20 % (≈ 25 ns per frame for both ends).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -10,6 +10,8 @@
 //! Nothing here reads a clock or does I/O except the ring's accesses to guest memory,
 //! which go through `hypervisor::memory`'s bounds-checked volatile accessors.
 
+#![warn(missing_docs)]
+
 pub mod netback;
 pub mod netfront;
 pub mod netif;

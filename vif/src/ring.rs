@@ -595,6 +595,23 @@ impl<L: RingLayout, P: RingPage> BackRing<L, P> {
         Ok(self.unconsumed_requests()? > 0)
     }
 
+    /// Whether at least `needed` requests are waiting; if not, asks to be notified at the
+    /// next request (`req_event = req_prod + 1`) and re-checks until `req_prod` is stable
+    /// (Linux `xenvif_rx_ring_slots_available`). `false` means: sleep until notified,
+    /// then ask again.
+    pub fn has_requests_or_arm(&self, needed: u32) -> Result<bool, RingError> {
+        loop {
+            let prod = self.req_prod()?;
+            if self.unconsumed_requests()? >= needed {
+                return Ok(true);
+            }
+            self.set_req_event(prod.wrapping_add(1))?;
+            if self.req_prod()? == prod {
+                return Ok(false);
+            }
+        }
+    }
+
     /// Asks to be notified when `req_prod` passes `idx` — netback's rx path uses
     /// `req_prod + 1` when too few rx buffers are posted for the head packet — followed by
     /// a full barrier; the caller must re-check [`BackRing::unconsumed_requests`].

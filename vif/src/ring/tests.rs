@@ -352,6 +352,31 @@ fn hostile_backend_cannot_publish_unrequested_responses() {
 }
 
 #[test]
+fn rx_waits_for_enough_posted_buffers() {
+    let p = page();
+    let mut f = FrontRing::<NetifRx, _>::init(p.clone()).unwrap();
+    let b = BackRing::<NetifRx, _>::attach(p.clone()).unwrap();
+    let reqs: Vec<_> = (0..3)
+        .map(|i| RxRequest {
+            id: i,
+            pad: 0,
+            gref: 0,
+        })
+        .collect();
+    f.produce_requests(&reqs[..1]).unwrap();
+    f.push_requests().unwrap();
+    assert!(!b.has_requests_or_arm(2).unwrap());
+    assert_eq!(header(&p)[1], 2, "req_event = req_prod + 1");
+    f.produce_requests(&reqs[1..]).unwrap();
+    assert!(
+        f.push_requests().unwrap(),
+        "the frontend's next post wakes the backend"
+    );
+    assert!(b.has_requests_or_arm(3).unwrap());
+    assert!(!b.has_requests_or_arm(4).unwrap());
+}
+
+#[test]
 fn rx_responses_land_in_their_request_slots() {
     let p = page();
     let mut f = FrontRing::<NetifRx, _>::init(p.clone()).unwrap();
