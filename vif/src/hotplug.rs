@@ -63,7 +63,10 @@ impl HotplugCall {
             ("XENBUS_BASE_PATH".into(), "backend".into()),
             ("netdev".into(), env.netdev.clone()),
             ("vif".into(), env.vif.clone()),
-            ("XENSTORED_PATH".into(), env.xenstored_path.display().to_string()),
+            (
+                "XENSTORED_PATH".into(),
+                env.xenstored_path.display().to_string(),
+            ),
         ];
         vars.extend(env.extra.iter().cloned());
         HotplugCall {
@@ -111,10 +114,18 @@ impl HotplugOutcome {
         };
         match self {
             HotplugOutcome::Exited { code, stderr } => {
-                format!("{} exited with status {code}{}", script.display(), tail(stderr))
+                format!(
+                    "{} exited with status {code}{}",
+                    script.display(),
+                    tail(stderr)
+                )
             }
             HotplugOutcome::TimedOut { stderr } => {
-                format!("{} timed out and was killed{}", script.display(), tail(stderr))
+                format!(
+                    "{} timed out and was killed{}",
+                    script.display(),
+                    tail(stderr)
+                )
             }
             HotplugOutcome::SpawnFailed(e) => format!("cannot run {}: {e}", script.display()),
         }
@@ -155,9 +166,9 @@ pub async fn run(call: &HotplugCall, timeout: Duration, log: Option<&Path>) -> H
         Ok((status, err)) => {
             let stderr = tail(&err);
             let code = match status {
-                Ok(s) => s
-                    .code()
-                    .unwrap_or_else(|| -std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)),
+                Ok(s) => s.code().unwrap_or_else(|| {
+                    -std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)
+                }),
                 Err(e) => return HotplugOutcome::SpawnFailed(e.to_string()),
             };
             HotplugOutcome::Exited { code, stderr }
@@ -168,7 +179,9 @@ pub async fn run(call: &HotplugCall, timeout: Duration, log: Option<&Path>) -> H
                 // with process_group(0), so its pgid is its pid).
                 unsafe { libc::kill(-pgid, libc::SIGKILL) };
             }
-            HotplugOutcome::TimedOut { stderr: String::new() }
+            HotplugOutcome::TimedOut {
+                stderr: String::new(),
+            }
         }
     };
     if let Some(log) = log {
@@ -184,7 +197,11 @@ fn tail(buf: &[u8]) -> String {
 
 fn append_log(log: &Path, call: &HotplugCall, outcome: &HotplugOutcome) {
     use std::io::Write;
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
         let vif = call
             .env
             .iter()
@@ -198,7 +215,8 @@ fn append_log(log: &Path, call: &HotplugCall, outcome: &HotplugOutcome) {
             call.command,
             outcome.describe(&call.script)
         );
-        if let HotplugOutcome::Exited { stderr, .. } | HotplugOutcome::TimedOut { stderr } = outcome {
+        if let HotplugOutcome::Exited { stderr, .. } | HotplugOutcome::TimedOut { stderr } = outcome
+        {
             if !stderr.trim().is_empty() {
                 let _ = writeln!(f, "{}", stderr.trim_end());
             }
@@ -239,7 +257,12 @@ mod tests {
             "vif-test",
             &format!("echo \"$1 $2 $XENBUS_PATH $XENBUS_TYPE $XENBUS_BASE_PATH $vif [$netdev] $XENSTORED_PATH $DOMNET $script\" > {}", out.display()),
         );
-        let r = run(&HotplugCall::vif(&s, "online", &env()), Duration::from_secs(5), None).await;
+        let r = run(
+            &HotplugCall::vif(&s, "online", &env()),
+            Duration::from_secs(5),
+            None,
+        )
+        .await;
         assert!(r.success(), "{r:?}");
         let got = std::fs::read_to_string(&out).unwrap();
         assert_eq!(
@@ -254,7 +277,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hp2-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let fail = script(&dir, "fail", "echo 'bridge xenbr7 missing' >&2; exit 3");
-        let r = run(&HotplugCall::vif(&fail, "online", &env()), Duration::from_secs(5), None).await;
+        let r = run(
+            &HotplugCall::vif(&fail, "online", &env()),
+            Duration::from_secs(5),
+            None,
+        )
+        .await;
         assert_eq!(
             r,
             HotplugOutcome::Exited {
@@ -265,19 +293,43 @@ mod tests {
         assert!(r.describe(&fail).contains("bridge xenbr7 missing"));
         // A hanging script with a child of its own: both die at the timeout.
         let pidfile = dir.join("child.pid");
-        let hang = script(&dir, "hang", &format!("sleep 300 & echo $! > {}; wait", pidfile.display()));
+        let hang = script(
+            &dir,
+            "hang",
+            &format!("sleep 300 & echo $! > {}; wait", pidfile.display()),
+        );
         let log = dir.join("hotplug.log");
-        let r = run(&HotplugCall::vif(&hang, "online", &env()), Duration::from_millis(300), Some(&log)).await;
+        let r = run(
+            &HotplugCall::vif(&hang, "online", &env()),
+            Duration::from_millis(300),
+            Some(&log),
+        )
+        .await;
         assert!(matches!(r, HotplugOutcome::TimedOut { .. }), "{r:?}");
-        let child: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let child: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(100));
         // Killed children may linger as zombies until init reaps them: dead either way.
         let alive = std::fs::read_to_string(format!("/proc/{child}/stat"))
-            .map(|st| !st.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+            .map(|st| {
+                !st.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
             .unwrap_or(false);
         assert!(!alive, "the script's child survived the timeout");
         assert!(std::fs::read_to_string(&log).unwrap().contains("timed out"));
-        let missing = run(&HotplugCall::vif(Path::new("/nonexistent/script"), "online", &env()), Duration::from_secs(1), None).await;
+        let missing = run(
+            &HotplugCall::vif(Path::new("/nonexistent/script"), "online", &env()),
+            Duration::from_secs(1),
+            None,
+        )
+        .await;
         assert!(matches!(missing, HotplugOutcome::SpawnFailed(_)));
         std::fs::remove_dir_all(&dir).unwrap();
     }

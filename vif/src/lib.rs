@@ -12,6 +12,7 @@
 
 #![warn(missing_docs)]
 
+pub mod hotplug;
 pub mod netback;
 pub mod netfront;
 pub mod netif;
