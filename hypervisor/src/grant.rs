@@ -11,9 +11,8 @@
 //! revoke only an entry whose busy bits are clear. Only v1 is implemented: no transitive
 //! grants, no v2 status frames (XSA-226/227/411).
 
-use std::collections::HashMap;
-use std::sync::atomic::{fence, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{fence, AtomicU32, Ordering};
+use std::sync::Arc;
 
 use crate::memory::{Gfn, GuestMemory, PAGE_SIZE};
 use crate::{DomId, DOMID_SELF};
@@ -162,10 +161,21 @@ pub struct GrantCopy {
     pub status: GntSt,
 }
 
-#[derive(Default, Clone, Copy)]
-struct BusyCount {
-    readers: u32,
-    writers: u32,
+/// Per-entry use count kept by the hypervisor: readers in bits 0–15, writers in bits
+/// 16–30, and bit 31 held while the guest-visible busy bits are being changed (the
+/// transitions 0→1 and 1→0), so the count and the entry's `GTF_reading/writing` never
+/// disagree even with several datapath threads using one grant.
+const BUSY_LOCK: u32 = 1 << 31;
+const BUSY_READER: u32 = 1;
+const BUSY_WRITER: u32 = 1 << 16;
+const BUSY_MAX: u32 = 0x7fff;
+
+fn readers(c: u32) -> u32 {
+    c & 0xffff
+}
+
+fn writers(c: u32) -> u32 {
+    (c >> 16) & 0x7fff
 }
 
 /// A domain's grant table: the entries in its memory plus the hypervisor's record of
@@ -174,7 +184,7 @@ pub struct GrantTable {
     domid: DomId,
     mem: Arc<GuestMemory>,
     nr_frames: u32,
-    busy: Mutex<HashMap<GrantRef, BusyCount>>,
+    busy: Box<[AtomicU32]>,
 }
 
 impl std::fmt::Debug for GrantTable {
@@ -194,11 +204,12 @@ impl GrantTable {
     /// external process can adopt an existing table.
     pub fn new(domid: DomId, mem: Arc<GuestMemory>, nr_frames: u32) -> GrantTable {
         let nr_frames = nr_frames.min(u32::try_from(mem.frames()).unwrap_or(u32::MAX));
+        let entries = nr_frames as usize * ENTRIES_PER_FRAME as usize;
         GrantTable {
             domid,
             mem,
             nr_frames,
-            busy: Mutex::new(HashMap::new()),
+            busy: (0..entries).map(|_| AtomicU32::new(0)).collect(),
         }
     }
 
@@ -315,61 +326,106 @@ impl GrantTable {
     /// (`general_error`); the frame must exist (`bad_page`).
     pub fn acquire(&self, gref: GrantRef, grantee: DomId, write: bool) -> Result<Gfn, GntSt> {
         let (f, o) = self.locate(gref).ok_or(GntSt::BadGntref)?;
-        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        let mut want = GTF_READING;
-        if write {
-            want |= GTF_WRITING;
-        }
-        let mut retries = 0;
+        let cnt = &self.busy[gref as usize];
+        let add = BUSY_READER + if write { BUSY_WRITER } else { 0 };
         loop {
-            // flags (low half) and domid (high half) are read as one word so the pair we
-            // validate is the pair we swap.
-            let combo = self
-                .mem
-                .load_u32(f, o, Ordering::Acquire)
-                .map_err(|_| GntSt::BadGntref)?;
-            let flags = combo as u16;
-            let domid = (combo >> 16) as u16;
-            if flags & GTF_TYPE_MASK != GTF_PERMIT_ACCESS || domid != grantee {
-                return Err(GntSt::GeneralError);
+            let c = cnt.load(Ordering::Acquire);
+            if c & BUSY_LOCK != 0 {
+                std::hint::spin_loop();
+                continue;
             }
-            if write && flags & GTF_READONLY != 0 {
-                return Err(GntSt::GeneralError);
+            if readers(c) >= 0xffff || writers(c) >= BUSY_MAX {
+                return Err(GntSt::NoSpace);
             }
-            let new = flags | want;
-            if new == flags {
-                break;
+            let transition = readers(c) == 0 || (write && writers(c) == 0);
+            if transition {
+                if cnt
+                    .compare_exchange(c, c | BUSY_LOCK, Ordering::Acquire, Ordering::Relaxed)
+                    .is_err()
+                {
+                    continue;
+                }
+                let pinned = self.pin(f, o, grantee, write);
+                cnt.store(if pinned.is_ok() { c + add } else { c }, Ordering::Release);
+                let frame = pinned?;
+                return self.check_frame(gref, write, frame);
             }
-            let seen = self
-                .mem
-                .cas_u16(f, o, flags, new)
-                .map_err(|_| GntSt::BadGntref)?;
-            if seen == flags {
-                break;
+            if cnt
+                .compare_exchange(c, c + add, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
             }
-            // A guest flipping its entry under us: give up after a few rounds like Xen
-            // ("shared grant entry is unstable") instead of spinning on its behalf.
-            retries += 1;
-            if retries > MAX_CAS_RETRIES {
-                return Err(GntSt::GeneralError);
-            }
+            // The busy bits are set by other holders, so a well-behaved granter cannot
+            // change the entry now; a hostile one might, so the copy is checked again.
+            let checked = self.read_validated(f, o, grantee, write);
+            return match checked {
+                Ok((_, frame)) => self.check_frame(gref, write, frame),
+                Err(e) => {
+                    self.release(gref, write);
+                    Err(e)
+                }
+            };
+        }
+    }
+
+    fn check_frame(&self, gref: GrantRef, write: bool, frame: Gfn) -> Result<Gfn, GntSt> {
+        if frame >= self.mem.frames() {
+            self.release(gref, write);
+            return Err(GntSt::BadPage);
+        }
+        Ok(frame)
+    }
+
+    /// Reads and validates the entry: `(flags, frame)`.
+    fn read_validated(
+        &self,
+        f: Gfn,
+        o: usize,
+        grantee: DomId,
+        write: bool,
+    ) -> Result<(u16, Gfn), GntSt> {
+        // flags (low half) and domid (high half) are read as one word so the pair we
+        // validate is the pair we swap.
+        let combo = self
+            .mem
+            .load_u32(f, o, Ordering::Acquire)
+            .map_err(|_| GntSt::BadGntref)?;
+        let flags = combo as u16;
+        let domid = (combo >> 16) as u16;
+        if flags & GTF_TYPE_MASK != GTF_PERMIT_ACCESS || domid != grantee {
+            return Err(GntSt::GeneralError);
+        }
+        if write && flags & GTF_READONLY != 0 {
+            return Err(GntSt::GeneralError);
         }
         let frame = u64::from(
             self.mem
                 .load_u32(f, o + 4, Ordering::Acquire)
                 .map_err(|_| GntSt::BadGntref)?,
         );
-        let count = busy.entry(gref).or_default();
-        count.readers += 1;
-        if write {
-            count.writers += 1;
+        Ok((flags, frame))
+    }
+
+    /// First user (or first writer): validate and set the busy bits in the guest entry.
+    fn pin(&self, f: Gfn, o: usize, grantee: DomId, write: bool) -> Result<Gfn, GntSt> {
+        let want = GTF_READING | if write { GTF_WRITING } else { 0 };
+        for _ in 0..=MAX_CAS_RETRIES {
+            let (flags, frame) = self.read_validated(f, o, grantee, write)?;
+            let new = flags | want;
+            if new == flags
+                || self
+                    .mem
+                    .cas_u16(f, o, flags, new)
+                    .map_err(|_| GntSt::BadGntref)?
+                    == flags
+            {
+                return Ok(frame);
+            }
         }
-        if frame >= self.mem.frames() {
-            drop(busy);
-            self.release(gref, write);
-            return Err(GntSt::BadPage);
-        }
-        Ok(frame)
+        // A guest flipping its entry under us: give up like Xen ("shared grant entry is
+        // unstable") instead of spinning on its behalf.
+        Err(GntSt::GeneralError)
     }
 
     /// Drops one use taken by [`GrantTable::acquire`]; the busy bits are cleared when the
@@ -378,37 +434,61 @@ impl GrantTable {
         let Some((f, o)) = self.locate(gref) else {
             return;
         };
-        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(count) = busy.get_mut(&gref) else {
-            return;
-        };
-        count.readers = count.readers.saturating_sub(1);
-        if write {
-            count.writers = count.writers.saturating_sub(1);
-        }
-        let mut clear = 0;
-        if count.writers == 0 {
-            clear |= GTF_WRITING;
-        }
-        if count.readers == 0 {
-            clear |= GTF_READING;
-            busy.remove(&gref);
-        }
-        for _ in 0..=MAX_CAS_RETRIES {
-            let Ok(flags) = self.mem.load_u16(f, o, Ordering::Acquire) else {
-                return;
-            };
-            let new = flags & !clear;
-            if new == flags || self.mem.cas_u16(f, o, flags, new) == Ok(flags) {
-                return;
+        let cnt = &self.busy[gref as usize];
+        let sub = BUSY_READER + if write { BUSY_WRITER } else { 0 };
+        loop {
+            let c = cnt.load(Ordering::Acquire);
+            if c & BUSY_LOCK != 0 {
+                std::hint::spin_loop();
+                continue;
             }
+            if readers(c) == 0 || (write && writers(c) == 0) {
+                return; // unbalanced release: nothing held
+            }
+            let new = c - sub;
+            let mut clear = 0;
+            if readers(new) == 0 {
+                clear |= GTF_READING | GTF_WRITING;
+            } else if write && writers(new) == 0 {
+                clear |= GTF_WRITING;
+            }
+            if clear == 0 {
+                if cnt
+                    .compare_exchange(c, new, Ordering::Release, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return;
+                }
+                continue;
+            }
+            if cnt
+                .compare_exchange(c, c | BUSY_LOCK, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            for _ in 0..=MAX_CAS_RETRIES {
+                let Ok(flags) = self.mem.load_u16(f, o, Ordering::Acquire) else {
+                    break;
+                };
+                let cleared = flags & !clear;
+                if cleared == flags || self.mem.cas_u16(f, o, flags, cleared) == Ok(flags) {
+                    break;
+                }
+            }
+            // (Only a guest rewriting a busy entry makes the loop give up; the bits then
+            // stay set on its own table.)
+            cnt.store(new, Ordering::Release);
+            return;
         }
-        // Only a guest rewriting a busy entry gets here; the bits stay set on its table.
     }
 
     /// Number of entries currently held busy by the hypervisor (for tests and stats).
     pub fn busy_entries(&self) -> usize {
-        self.busy.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.busy
+            .iter()
+            .filter(|c| c.load(Ordering::Relaxed) & !BUSY_LOCK != 0)
+            .count()
     }
 }
 
@@ -481,14 +561,14 @@ where
     }
 }
 
-struct Endpoint {
-    table: Arc<GrantTable>,
+struct Endpoint<'a> {
+    table: &'a GrantTable,
     gfn: Gfn,
     gref: Option<GrantRef>,
     write: bool,
 }
 
-impl Endpoint {
+impl Endpoint<'_> {
     fn release(self) {
         if let Some(r) = self.gref {
             self.table.release(r, self.write);
@@ -496,13 +576,53 @@ impl Endpoint {
     }
 }
 
-fn acquire_endpoint(
-    caller: &Arc<GrantTable>,
+/// The foreign tables a batch names, looked up once per batch (a handful of domains at
+/// most; further ones fall back to a lookup per op).
+struct BatchTables {
+    slots: [Option<(DomId, Arc<GrantTable>)>; 4],
+}
+
+impl BatchTables {
+    fn resolve(tables: &impl GrantTables, caller: DomId, ops: &[GrantCopy]) -> BatchTables {
+        let mut b = BatchTables {
+            slots: Default::default(),
+        };
+        let wanted = ops.iter().flat_map(|op| {
+            let s = (op.flags & GNTCOPY_SOURCE_GREF != 0).then_some(op.source.domid);
+            let d = (op.flags & GNTCOPY_DEST_GREF != 0).then_some(op.dest.domid);
+            s.into_iter().chain(d)
+        });
+        for d in wanted {
+            if d == DOMID_SELF || d == caller || b.slots.iter().flatten().any(|(x, _)| *x == d) {
+                continue;
+            }
+            if let Some(free) = b.slots.iter_mut().find(|s| s.is_none()) {
+                if let Some(t) = tables.grant_table(d) {
+                    *free = Some((d, t));
+                }
+            }
+        }
+        b
+    }
+
+    fn get(&self, d: DomId) -> Option<&GrantTable> {
+        self.slots
+            .iter()
+            .flatten()
+            .find(|(x, _)| *x == d)
+            .map(|(_, t)| t.as_ref())
+    }
+}
+
+fn acquire_endpoint<'a>(
+    caller: &'a GrantTable,
+    batch: &'a BatchTables,
+    overflow: &'a mut Option<Arc<GrantTable>>,
     tables: &impl GrantTables,
     ptr: &CopyPtr,
     is_gref: bool,
     write: bool,
-) -> Result<Endpoint, GntSt> {
+) -> Result<Endpoint<'a>, GntSt> {
     if !is_gref {
         // A plain frame is always the caller's own (Xen refuses foreign frames).
         if ptr.domid != DOMID_SELF {
@@ -512,16 +632,19 @@ fn acquire_endpoint(
             return Err(GntSt::BadPage);
         }
         return Ok(Endpoint {
-            table: Arc::clone(caller),
+            table: caller,
             gfn: ptr.gref_or_gfn,
             gref: None,
             write,
         });
     }
-    let table = if ptr.domid == DOMID_SELF || ptr.domid == caller.domid() {
-        Arc::clone(caller)
+    let table: &GrantTable = if ptr.domid == DOMID_SELF || ptr.domid == caller.domid() {
+        caller
+    } else if let Some(t) = batch.get(ptr.domid) {
+        t
     } else {
-        tables.grant_table(ptr.domid).ok_or(GntSt::BadDomain)?
+        *overflow = Some(tables.grant_table(ptr.domid).ok_or(GntSt::BadDomain)?);
+        overflow.as_deref().ok_or(GntSt::BadDomain)?
     };
     let gref = GrantRef::try_from(ptr.gref_or_gfn).map_err(|_| GntSt::BadGntref)?;
     let gfn = table.acquire(gref, caller.domid(), write)?;
@@ -539,21 +662,30 @@ fn acquire_endpoint(
 /// others (XSA-316/318: no partial unwinding across ops). Checks, in Xen's order:
 /// offsets and length inside one page on both sides (`bad_copy_arg`); endpoints valid
 /// (see [`GrantTable::acquire`]). Busy bits are held only for the copy itself.
-pub fn grant_copy(caller: &Arc<GrantTable>, tables: &impl GrantTables, ops: &mut [GrantCopy]) {
+pub fn grant_copy(caller: &GrantTable, tables: &impl GrantTables, ops: &mut [GrantCopy]) {
+    let batch = BatchTables::resolve(tables, caller.domid(), ops);
     for op in ops.iter_mut() {
-        op.status = copy_one(caller, tables, op);
+        op.status = copy_one(caller, &batch, tables, op);
     }
 }
 
-fn copy_one(caller: &Arc<GrantTable>, tables: &impl GrantTables, op: &GrantCopy) -> GntSt {
+fn copy_one(
+    caller: &GrantTable,
+    batch: &BatchTables,
+    tables: &impl GrantTables,
+    op: &GrantCopy,
+) -> GntSt {
     let len = usize::from(op.len);
     if usize::from(op.source.offset) + len > PAGE_SIZE
         || usize::from(op.dest.offset) + len > PAGE_SIZE
     {
         return GntSt::BadCopyArg;
     }
+    let (mut src_extra, mut dst_extra) = (None, None);
     let src = match acquire_endpoint(
         caller,
+        batch,
+        &mut src_extra,
         tables,
         &op.source,
         op.flags & GNTCOPY_SOURCE_GREF != 0,
@@ -564,6 +696,8 @@ fn copy_one(caller: &Arc<GrantTable>, tables: &impl GrantTables, op: &GrantCopy)
     };
     let dst = match acquire_endpoint(
         caller,
+        batch,
+        &mut dst_extra,
         tables,
         &op.dest,
         op.flags & GNTCOPY_DEST_GREF != 0,
