@@ -17,3 +17,4 @@ pub mod netback;
 pub mod netfront;
 pub mod netif;
 pub mod ring;
+pub mod xenbus;
