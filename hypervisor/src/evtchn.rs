@@ -397,6 +397,13 @@ impl EventChannels {
         }
     }
 
+    /// A duplicate of the peer's pending eventfd of an interdomain `port` (handed to an
+    /// external frontend so it can notify without a round trip).
+    pub fn notifier_fd(&self, dom: DomId, port: Port) -> Result<OwnedFd, EvtchnError> {
+        let n = self.notifier(dom, port)?;
+        n.0.try_clone_fd().map_err(|_| EvtchnError::NoSpace(0))
+    }
+
     /// Number of allocated ports of a domain.
     pub fn ports_in_use(&self, dom: DomId) -> usize {
         self.lock().get(&dom).map_or(0, |d| d.ports.len())

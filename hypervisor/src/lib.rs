@@ -10,6 +10,7 @@ pub mod domain;
 pub mod evtchn;
 pub mod grant;
 pub mod hv;
+pub mod hvsock;
 pub mod journal;
 pub mod memory;
 pub mod xenstore;
