@@ -235,6 +235,14 @@ impl GuestMemory {
         self.ptr(gfn, 0, 0)
     }
 
+    /// A bounds-checked raw pointer to `len` bytes at `offset` of frame `gfn`, for handing
+    /// guest pages to the kernel (`readv`/`writev` iovecs) without ever forming a Rust
+    /// reference into memory a peer may write. The pointer is valid while `self` lives;
+    /// whoever dereferences it must treat the bytes as volatile (a peer may change them).
+    pub fn raw_ptr(&self, gfn: Gfn, offset: usize, len: usize) -> Result<*mut u8, MemError> {
+        self.ptr(gfn, offset, len)
+    }
+
     /// Copies `buf.len()` bytes out of frame `gfn` starting at `offset` (volatile reads).
     #[inline]
     pub fn read(&self, gfn: Gfn, offset: usize, buf: &mut [u8]) -> Result<(), MemError> {

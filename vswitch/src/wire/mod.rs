@@ -15,6 +15,7 @@ pub mod build;
 pub mod checksum;
 pub mod cidr;
 pub mod ethernet;
+pub mod gso;
 pub mod icmpv4;
 pub mod icmpv6;
 pub mod info;
