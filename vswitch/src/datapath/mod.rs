@@ -39,6 +39,7 @@ pub use report::{BridgeReport, CapturedFrame, Direction, FdbEntryReport, PortRep
 
 use crate::fdb::FdbConfig;
 use crate::port::PortConfig;
+use crate::router::{Route, RouterConfig, RouterPortConfig};
 use crate::wire::MacAddr;
 
 /// Settings of a bridge (`domnet bridge add`, network definitions).
@@ -154,6 +155,27 @@ pub(crate) enum Cmd {
         port: String,
         sink: tmpsc::Sender<CapturedFrame>,
         count: Option<u64>,
+        reply: Reply<()>,
+    },
+    AddRouter {
+        name: String,
+        config: RouterConfig,
+        reply: Reply<()>,
+    },
+    DelRouter {
+        name: String,
+        reply: Reply<()>,
+    },
+    AttachRouter {
+        port: String,
+        router: String,
+        config: RouterPortConfig,
+        reply: Reply<()>,
+    },
+    RouterRoute {
+        router: String,
+        route: Route,
+        add: bool,
         reply: Reply<()>,
     },
     Shutdown,
@@ -397,6 +419,57 @@ impl Datapath {
             port,
             sink,
             count,
+            reply,
+        })
+        .await
+    }
+
+    /// Creates a route-mode router (a pipeline ports attach to instead of a bridge).
+    pub async fn add_router(&self, name: &str, config: RouterConfig) -> Result<(), DatapathError> {
+        let name = name.to_string();
+        self.call(|reply| Cmd::AddRouter {
+            name,
+            config,
+            reply,
+        })
+        .await
+    }
+
+    /// Deletes a router (it must have no ports).
+    pub async fn del_router(&self, name: &str) -> Result<(), DatapathError> {
+        let name = name.to_string();
+        self.call(|reply| Cmd::DelRouter { name, reply }).await
+    }
+
+    /// Attaches a port to a router.
+    pub async fn attach_router(
+        &self,
+        port: &str,
+        router: &str,
+        config: RouterPortConfig,
+    ) -> Result<(), DatapathError> {
+        let (port, router) = (port.to_string(), router.to_string());
+        self.call(|reply| Cmd::AttachRouter {
+            port,
+            router,
+            config,
+            reply,
+        })
+        .await
+    }
+
+    /// Adds (or with `add == false` removes) a route of a router.
+    pub async fn router_route(
+        &self,
+        router: &str,
+        route: Route,
+        add: bool,
+    ) -> Result<(), DatapathError> {
+        let router = router.to_string();
+        self.call(|reply| Cmd::RouterRoute {
+            router,
+            route,
+            add,
             reply,
         })
         .await

@@ -13,11 +13,15 @@ use tracing::{debug, error, info, warn};
 
 use super::epoll::Epoll;
 use super::pool::BufferPool;
+use super::pool::HEADROOM;
 use super::port::{Pkt, Port, PortCtx};
 use super::report::{BridgeReport, CapturedFrame, Direction, FdbEntryReport, PortReport};
 use super::{BridgeSettings, Cmd, DatapathError};
 use crate::bridge::{Bridge, BridgeConfig, Decision};
+use crate::counters::DropReason;
+use crate::meta::FrameMeta;
 use crate::port::{PortConfig, PortId};
+use crate::router::{Fragmenter, RouteAction, Router, RouterConfig, RouterPortConfig};
 use crate::time::Timestamp;
 use crate::wire::vlan::VlanId;
 use crate::wire::FrameInfo;
@@ -34,12 +38,32 @@ struct CaptureSink {
     remaining: Option<u64>,
 }
 
+/// What a port is attached to: a bridge (L2 pipeline) or a router (route mode).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Attachment {
+    Bridge(String, PortId),
+    Router(String, PortId),
+}
+
+impl Attachment {
+    fn pipeline(&self) -> &str {
+        match self {
+            Attachment::Bridge(n, _) | Attachment::Router(n, _) => n,
+        }
+    }
+}
+
 struct Slot {
     port: Box<dyn Port>,
     fds: Vec<RawFd>,
-    attached: Option<(String, PortId)>,
+    attached: Option<Attachment>,
     captures: Vec<CaptureSink>,
-    dirty: bool,
+}
+
+struct RouterState {
+    router: Router,
+    /// Port id → slot.
+    slots: HashMap<PortId, usize>,
 }
 
 struct BridgeState {
@@ -58,6 +82,11 @@ pub(crate) struct Worker {
     slots: Vec<Option<Slot>>,
     by_name: HashMap<String, usize>,
     bridges: HashMap<String, BridgeState>,
+    routers: HashMap<String, RouterState>,
+    /// Where routers write frames they synthesise (ARP, ICMP errors, fragments).
+    scratch: Vec<u8>,
+    /// Frames too short to parse that reached a router port.
+    router_runts: u64,
     cmd_rx: Receiver<Cmd>,
     wake: Arc<EventFd>,
     tick: Duration,
@@ -93,6 +122,9 @@ impl Worker {
             slots: Vec::new(),
             by_name: HashMap::new(),
             bridges: HashMap::new(),
+            routers: HashMap::new(),
+            scratch: vec![0u8; 4096],
+            router_runts: 0,
             cmd_rx,
             wake,
             tick,
@@ -184,6 +216,9 @@ impl Worker {
         for b in self.bridges.values_mut() {
             b.bridge.expire(now, AGING_BUDGET);
         }
+        for r in self.routers.values_mut() {
+            r.router.expire(now, AGING_BUDGET);
+        }
         for i in 0..self.slots.len() {
             let due = match &self.slots[i] {
                 Some(s) => s.port.next_timer().is_some_and(|t| t <= now),
@@ -196,7 +231,6 @@ impl Worker {
                 if let Some(s) = slots[i].as_mut() {
                     let mut ctx = PortCtx { pool, now, hv };
                     s.port.on_timer(&mut ctx);
-                    s.dirty = true;
                 }
                 self.mark_dirty(i);
             }
@@ -204,11 +238,6 @@ impl Worker {
     }
 
     fn mark_dirty(&mut self, slot: usize) {
-        if let Some(Some(s)) = self.slots.get_mut(slot) {
-            if !s.dirty {
-                s.dirty = true;
-            }
-        }
         if !self.dirty.contains(&slot) {
             self.dirty.push(slot);
         }
@@ -224,7 +253,6 @@ impl Worker {
             if let Some(Some(s)) = slots.get_mut(slot) {
                 let mut ctx = PortCtx { pool, now, hv };
                 s.port.flush(&mut ctx);
-                s.dirty = false;
             }
         }
         // Ports whose fd set changed (a vif got its rings) are re-registered.
@@ -285,10 +313,14 @@ impl Worker {
         for pkt in &rx {
             self.capture(slot, Direction::Rx, pkt);
             match &attached {
-                Some((bridge, pid)) => self.forward(bridge, *pid, pkt, now),
+                Some(Attachment::Bridge(bridge, pid)) => self.forward(bridge, *pid, pkt, now),
+                Some(Attachment::Router(router, pid)) => self.route(router, *pid, pkt, now),
                 None => self.unattached_drops += 1,
             }
             self.pool.release(pkt.buf);
+        }
+        if let Some(Attachment::Router(router, _)) = &attached {
+            self.route_ready(router);
         }
         {
             let Worker {
@@ -341,11 +373,11 @@ impl Worker {
             return;
         }
         let Some(&slot) = b.slots.get(&dst) else {
-            b.bridge.record_tx_drop(dst, crate::DropReason::UnknownPort);
+            b.bridge.record_tx_drop(dst, DropReason::UnknownPort);
             return;
         };
         let Some(Some(s)) = slots.get_mut(slot) else {
-            b.bridge.record_tx_drop(dst, crate::DropReason::UnknownPort);
+            b.bridge.record_tx_drop(dst, DropReason::UnknownPort);
             return;
         };
         let mut ctx = PortCtx { pool, now, hv };
@@ -355,6 +387,160 @@ impl Worker {
         }
         self.mark_dirty(slot);
         self.capture(slot, Direction::Tx, pkt);
+    }
+
+    /// Route mode: the router rewrites the frame in place and names the egress port; it
+    /// may also synthesise one frame (ARP reply/request, ICMP error) into `scratch`.
+    fn route(&mut self, router: &str, in_port: PortId, pkt: &Pkt, now: Timestamp) {
+        let Worker {
+            routers,
+            pool,
+            scratch,
+            router_runts,
+            ..
+        } = self;
+        let Some(r) = routers.get_mut(router) else {
+            return;
+        };
+        let frame = pool.bytes_mut(pkt.buf, pkt.off, pkt.len);
+        let Ok(info) = FrameInfo::parse(frame) else {
+            *router_runts += 1;
+            return;
+        };
+        let v = r
+            .router
+            .process(in_port, frame, &info, &pkt.meta, now, scratch);
+        if let Some(e) = v.emit {
+            self.emit_scratch(router, e.port, e.len, FrameMeta::default());
+        }
+        match v.action {
+            RouteAction::Forward(p) => self.router_deliver(router, p, &info, pkt),
+            RouteAction::Fragment { port, mtu, .. } => {
+                self.route_fragments(router, port, mtu, pkt, &info)
+            }
+            RouteAction::Queued(_) | RouteAction::Local | RouteAction::Drop(_) => {}
+            RouteAction::Dhcp => {
+                // Route-mode DHCP is answered by the control plane's configuration of
+                // the router's DHCP service (not yet attached here): counted as local.
+            }
+        }
+    }
+
+    fn route_fragments(
+        &mut self,
+        router: &str,
+        port: PortId,
+        mtu: u32,
+        pkt: &Pkt,
+        info: &FrameInfo,
+    ) {
+        let frame = self.pool.bytes(pkt.buf, pkt.off, pkt.len);
+        let Ok(mut frag) = Fragmenter::new(frame, info, mtu) else {
+            if let Some(r) = self.routers.get_mut(router) {
+                r.router.record_tx_drop(port, DropReason::EgressMtuExceeded);
+            }
+            return;
+        };
+        loop {
+            let frame = self.pool.bytes(pkt.buf, pkt.off, pkt.len);
+            match frag.next_fragment(frame, &mut self.scratch) {
+                Some(Ok(len)) => self.emit_scratch(router, port, len, FrameMeta::default()),
+                Some(Err(_)) => {
+                    if let Some(r) = self.routers.get_mut(router) {
+                        r.router.record_tx_drop(port, DropReason::EgressMtuExceeded);
+                    }
+                    return;
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// Sends `scratch[..len]` out of a router port (copied into a pool buffer).
+    fn emit_scratch(&mut self, router: &str, port: PortId, len: usize, meta: FrameMeta) {
+        let Some(buf) = self.pool.alloc() else {
+            if let Some(r) = self.routers.get_mut(router) {
+                r.router.record_tx_drop(port, DropReason::TxQueueFull);
+            }
+            return;
+        };
+        let len = len.min(self.scratch.len());
+        self.pool
+            .bytes_mut(buf, HEADROOM, len)
+            .copy_from_slice(&self.scratch[..len]);
+        let pkt = Pkt {
+            buf,
+            off: HEADROOM,
+            len,
+            meta,
+        };
+        match FrameInfo::parse(self.pool.bytes(buf, HEADROOM, len)) {
+            Ok(info) => self.router_deliver(router, port, &info, &pkt),
+            Err(_) => {
+                if let Some(r) = self.routers.get_mut(router) {
+                    r.router.record_tx_drop(port, DropReason::RuntFrame);
+                }
+            }
+        }
+        self.pool.release(buf);
+    }
+
+    /// Frames whose next hop got resolved.
+    fn route_ready(&mut self, router: &str) {
+        loop {
+            let Some(r) = self.routers.get_mut(router) else {
+                return;
+            };
+            let Some(buf) = self.pool.alloc() else { return };
+            let pool = &mut self.pool;
+            let got = r.router.pop_ready(|ready, bytes| {
+                let len = bytes.len().min(pool.bytes(buf, HEADROOM, usize::MAX).len());
+                pool.bytes_mut(buf, HEADROOM, len)
+                    .copy_from_slice(&bytes[..len]);
+                (ready.port, ready.meta, len)
+            });
+            let Some((port, meta, len)) = got else {
+                self.pool.release(buf);
+                return;
+            };
+            let pkt = Pkt {
+                buf,
+                off: HEADROOM,
+                len,
+                meta,
+            };
+            if let Ok(info) = FrameInfo::parse(self.pool.bytes(buf, HEADROOM, len)) {
+                self.router_deliver(router, port, &info, &pkt);
+            }
+            self.pool.release(buf);
+        }
+    }
+
+    fn router_deliver(&mut self, router: &str, dst: PortId, info: &FrameInfo, pkt: &Pkt) {
+        let now = self.now();
+        let Worker {
+            routers,
+            slots,
+            pool,
+            hv,
+            ..
+        } = self;
+        let Some(r) = routers.get_mut(router) else {
+            return;
+        };
+        let Some(Some(s)) = r.slots.get(&dst).and_then(|&slot| slots.get_mut(slot)) else {
+            r.router.record_tx_drop(dst, DropReason::UnknownPort);
+            return;
+        };
+        let mut ctx = PortCtx { pool, now, hv };
+        match s.port.transmit(&mut ctx, pkt, info) {
+            Ok(()) => r.router.record_tx(dst, pkt.len),
+            Err(reason) => r.router.record_tx_drop(dst, reason),
+        }
+        if let Some(&slot) = r.slots.get(&dst) {
+            self.mark_dirty(slot);
+            self.capture(slot, Direction::Tx, pkt);
+        }
     }
 
     fn capture(&mut self, slot: usize, dir: Direction, pkt: &Pkt) {
@@ -516,6 +702,43 @@ impl Worker {
                 };
                 let _ = reply.send(r);
             }
+            Cmd::AddRouter {
+                name,
+                config,
+                reply,
+            } => {
+                let _ = reply.send(self.add_router(name, config));
+            }
+            Cmd::DelRouter { name, reply } => {
+                let _ = reply.send(self.del_router(&name));
+            }
+            Cmd::AttachRouter {
+                port,
+                router,
+                config,
+                reply,
+            } => {
+                let _ = reply.send(self.attach_router(&port, &router, config));
+            }
+            Cmd::RouterRoute {
+                router,
+                route,
+                add,
+                reply,
+            } => {
+                let r = match self.routers.get_mut(&router) {
+                    Some(r) => {
+                        if add {
+                            r.router.add_route(route);
+                        } else {
+                            r.router.remove_route(route.dest);
+                        }
+                        Ok(())
+                    }
+                    None => Err(DatapathError::NoSuchBridge(router)),
+                };
+                let _ = reply.send(r);
+            }
             Cmd::Shutdown => self.stop = true,
         }
     }
@@ -537,7 +760,6 @@ impl Worker {
             fds: Vec::new(),
             attached: None,
             captures: Vec::new(),
-            dirty: false,
         });
         self.by_name.insert(name.clone(), slot);
         self.register_fds(slot);
@@ -651,15 +873,18 @@ impl Worker {
             .get(port)
             .ok_or_else(|| DatapathError::NoSuchPort(port.to_string()))?;
         if let Some(Some(s)) = self.slots.get(slot) {
-            if let Some((b, _)) = &s.attached {
-                if b == bridge {
+            match &s.attached {
+                Some(Attachment::Bridge(b, _)) if b == bridge => {
                     // Idempotent: update the configuration.
                     return self.update_port(port, config);
                 }
-                return Err(DatapathError::Busy {
-                    port: port.to_string(),
-                    bridge: b.clone(),
-                });
+                Some(a) => {
+                    return Err(DatapathError::Busy {
+                        port: port.to_string(),
+                        bridge: a.pipeline().to_string(),
+                    })
+                }
+                None => {}
             }
         }
         let b = self
@@ -672,9 +897,78 @@ impl Worker {
             .map_err(|e| DatapathError::Failed(format!("attaching {port} to {bridge}: {e}")))?;
         b.slots.insert(pid, slot);
         if let Some(Some(s)) = self.slots.get_mut(slot) {
-            s.attached = Some((bridge.to_string(), pid));
+            s.attached = Some(Attachment::Bridge(bridge.to_string(), pid));
         }
         info!("{}: {port} attached to {bridge}", self.name);
+        Ok(())
+    }
+
+    fn add_router(&mut self, name: String, config: RouterConfig) -> Result<(), DatapathError> {
+        if self.routers.contains_key(&name) || self.bridges.contains_key(&name) {
+            return Err(DatapathError::Exists(name));
+        }
+        self.routers.insert(
+            name.clone(),
+            RouterState {
+                router: Router::new(config),
+                slots: HashMap::new(),
+            },
+        );
+        info!("{}: router {name} created", self.name);
+        Ok(())
+    }
+
+    fn del_router(&mut self, name: &str) -> Result<(), DatapathError> {
+        let r = self
+            .routers
+            .get(name)
+            .ok_or_else(|| DatapathError::NoSuchBridge(name.to_string()))?;
+        if !r.slots.is_empty() {
+            let ports: Vec<String> = r
+                .slots
+                .values()
+                .filter_map(|&s| self.slots[s].as_ref().map(|s| s.port.name().to_string()))
+                .collect();
+            return Err(DatapathError::NotEmpty {
+                bridge: name.to_string(),
+                ports: ports.join(", "),
+            });
+        }
+        self.routers.remove(name);
+        Ok(())
+    }
+
+    fn attach_router(
+        &mut self,
+        port: &str,
+        router: &str,
+        config: RouterPortConfig,
+    ) -> Result<(), DatapathError> {
+        let slot = *self
+            .by_name
+            .get(port)
+            .ok_or_else(|| DatapathError::NoSuchPort(port.to_string()))?;
+        if let Some(Some(s)) = self.slots.get(slot) {
+            if let Some(a) = &s.attached {
+                return Err(DatapathError::Busy {
+                    port: port.to_string(),
+                    bridge: a.pipeline().to_string(),
+                });
+            }
+        }
+        let r = self
+            .routers
+            .get_mut(router)
+            .ok_or_else(|| DatapathError::NoSuchBridge(router.to_string()))?;
+        let pid = r
+            .router
+            .add_port(config)
+            .map_err(|e| DatapathError::Failed(format!("attaching {port} to {router}: {e}")))?;
+        r.slots.insert(pid, slot);
+        if let Some(Some(s)) = self.slots.get_mut(slot) {
+            s.attached = Some(Attachment::Router(router.to_string(), pid));
+        }
+        info!("{}: {port} attached to router {router}", self.name);
         Ok(())
     }
 
@@ -686,16 +980,26 @@ impl Worker {
         let Some(Some(s)) = self.slots.get_mut(slot) else {
             return Err(DatapathError::NoSuchPort(port.to_string()));
         };
-        let Some((bridge, pid)) = s.attached.take() else {
+        let Some(att) = s.attached.take() else {
             return Err(DatapathError::Failed(format!(
                 "port `{port}` is not attached to a bridge"
             )));
         };
-        if let Some(b) = self.bridges.get_mut(&bridge) {
-            let _ = b.bridge.remove_port(pid);
-            b.slots.remove(&pid);
+        match &att {
+            Attachment::Bridge(bridge, pid) => {
+                if let Some(b) = self.bridges.get_mut(bridge) {
+                    let _ = b.bridge.remove_port(*pid);
+                    b.slots.remove(pid);
+                }
+            }
+            Attachment::Router(router, pid) => {
+                if let Some(r) = self.routers.get_mut(router) {
+                    let _ = r.router.remove_port(*pid);
+                    r.slots.remove(pid);
+                }
+            }
         }
-        info!("{}: {port} detached from {bridge}", self.name);
+        info!("{}: {port} detached from {}", self.name, att.pipeline());
         Ok(())
     }
 
@@ -707,7 +1011,7 @@ impl Worker {
         let Some(Some(s)) = self.slots.get(slot) else {
             return Err(DatapathError::NoSuchPort(port.to_string()));
         };
-        let Some((bridge, pid)) = s.attached.clone() else {
+        let Some(Attachment::Bridge(bridge, pid)) = s.attached.clone() else {
             return Err(DatapathError::Failed(format!(
                 "port `{port}` is not attached to a bridge"
             )));
@@ -729,7 +1033,7 @@ impl Worker {
                 let s = self.slots[slot].as_ref()?;
                 let mut r = PortReport {
                     name: name.clone(),
-                    bridge: s.attached.as_ref().map(|(b, _)| b.clone()),
+                    bridge: s.attached.as_ref().map(|a| a.pipeline().to_string()),
                     carrier: s.port.carrier(),
                     driver: s
                         .port
@@ -739,14 +1043,19 @@ impl Worker {
                         .collect(),
                     ..PortReport::default()
                 };
-                if let Some((b, pid)) = &s.attached {
-                    if let Some(c) = self
+                let counters = match &s.attached {
+                    Some(Attachment::Bridge(b, pid)) => self
                         .bridges
                         .get(b)
-                        .and_then(|b| b.bridge.port_counters(*pid))
-                    {
-                        r.fill_from(c);
-                    }
+                        .and_then(|b| b.bridge.port_counters(*pid)),
+                    Some(Attachment::Router(n, pid)) => self
+                        .routers
+                        .get(n)
+                        .and_then(|r| r.router.port_counters(*pid)),
+                    None => None,
+                };
+                if let Some(c) = counters {
+                    r.fill_from(c);
                 }
                 Some(r)
             })
@@ -825,7 +1134,7 @@ impl Worker {
             .get(port)
             .ok_or_else(|| DatapathError::NoSuchPort(port.to_string()))?;
         let pid = match self.slots[slot].as_ref().and_then(|s| s.attached.clone()) {
-            Some((b, pid)) if b == bridge => pid,
+            Some(Attachment::Bridge(b, pid)) if b == bridge => pid,
             _ => {
                 return Err(DatapathError::Failed(format!(
                     "port `{port}` is not attached to bridge `{bridge}`"
