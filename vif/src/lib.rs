@@ -12,7 +12,9 @@
 
 #![warn(missing_docs)]
 
+pub mod env;
 pub mod hotplug;
+pub mod keys;
 pub mod netback;
 pub mod netfront;
 pub mod netif;

@@ -12,6 +12,7 @@
 //! current time and carries out what they return.
 
 pub mod credit;
+pub mod port;
 pub mod reason;
 pub mod rx;
 pub mod tx;

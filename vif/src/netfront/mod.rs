@@ -9,5 +9,6 @@
 //! are requests, is treated as broken (Linux netfront's `info->broken`).
 //! Malformed rx frames are dropped and counted, as netfront's `rx_errors`.
 
+pub mod port;
 pub mod rx;
 pub mod tx;
