@@ -163,16 +163,21 @@ struct RegistryEntry {
     pages: Weak<Mutex<DomainPages>>,
 }
 
-/// Hands out each live domain's [`DomainPages`], shared by all frontends of that domain;
-/// a re-created domain (new memory) gets fresh allocators. The daemon keeps one.
+/// Hands out each live domain's [`DomainPages`], shared by all frontends of that domain.
+/// A domain is known by its id and its memory, so a re-created domain (new memory) gets
+/// fresh allocators, and two hypervisors in one process (tests) never share any.
 #[derive(Default)]
 pub struct DomainPagesRegistry {
-    entries: Mutex<HashMap<DomId, RegistryEntry>>,
+    entries: Mutex<HashMap<(DomId, usize), RegistryEntry>>,
 }
+
+/// The process-wide registry [`LocalEnv::new`] uses.
+static GLOBAL_PAGES: std::sync::OnceLock<DomainPagesRegistry> = std::sync::OnceLock::new();
 
 impl std::fmt::Debug for DomainPagesRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DomainPagesRegistry").finish_non_exhaustive()
+        f.debug_struct("DomainPagesRegistry")
+            .finish_non_exhaustive()
     }
 }
 
@@ -186,14 +191,17 @@ impl DomainPagesRegistry {
     pub fn get(&self, hv: &Hypervisor, domid: DomId) -> Result<Arc<Mutex<DomainPages>>, EnvError> {
         let grants = hv.grant_table(domid).ok_or(EnvError::NoDomain(domid))?;
         let mem = grants.memory();
+        let key = (domid, Arc::as_ptr(mem) as usize);
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = entries.get(&domid) {
+        if let Some(e) = entries.get(&key) {
             if let (Some(m), Some(p)) = (e.memory.upgrade(), e.pages.upgrade()) {
                 if Arc::ptr_eq(&m, mem) {
                     return Ok(p);
                 }
             }
         }
+        // Forget domains whose frontends are all gone.
+        entries.retain(|_, e| e.pages.strong_count() > 0 && e.memory.strong_count() > 0);
         let pages = Arc::new(Mutex::new(DomainPages::new(
             domid,
             mem.frames(),
@@ -201,7 +209,7 @@ impl DomainPagesRegistry {
             grants.nr_entries(),
         )));
         entries.insert(
-            domid,
+            key,
             RegistryEntry {
                 memory: Arc::downgrade(mem),
                 pages: Arc::downgrade(&pages),
@@ -228,9 +236,19 @@ impl std::fmt::Debug for LocalEnv {
 }
 
 impl LocalEnv {
+    /// The environment of a frontend in domain `domid`, sharing that domain's allocators
+    /// with every other `LocalEnv` of it in this process.
+    pub fn new(hv: Arc<Hypervisor>, domid: DomId) -> Result<LocalEnv, EnvError> {
+        LocalEnv::with_registry(
+            hv,
+            domid,
+            GLOBAL_PAGES.get_or_init(DomainPagesRegistry::new),
+        )
+    }
+
     /// The environment of a frontend in domain `domid`, with that domain's allocators from
     /// `registry`.
-    pub fn new(
+    pub fn with_registry(
         hv: Arc<Hypervisor>,
         domid: DomId,
         registry: &DomainPagesRegistry,
@@ -325,8 +343,21 @@ mod tests {
         let hv = Arc::new(Hypervisor::new(Registry::new().get(0).unwrap()).unwrap());
         hv.instantiate(&guest(1, 1)).unwrap();
         let reg = DomainPagesRegistry::new();
-        let a = LocalEnv::new(Arc::clone(&hv), 1, &reg).unwrap();
-        let b = LocalEnv::new(Arc::clone(&hv), 1, &reg).unwrap();
+        let a = LocalEnv::with_registry(Arc::clone(&hv), 1, &reg).unwrap();
+        let b = LocalEnv::new(Arc::clone(&hv), 1).unwrap();
+        let b2 = LocalEnv::new(Arc::clone(&hv), 1).unwrap();
+        assert_eq!(
+            b.alloc_frame().unwrap(),
+            4,
+            "another registry, other allocators"
+        );
+        assert_eq!(
+            b2.alloc_frame().unwrap(),
+            5,
+            "the global registry is shared"
+        );
+        drop((b, b2));
+        let b = LocalEnv::with_registry(Arc::clone(&hv), 1, &reg).unwrap();
         assert_eq!(a.alloc_frame().unwrap(), 4, "frames after the grant table");
         assert_eq!(b.alloc_frame().unwrap(), 5, "shared allocator");
         assert_eq!(a.alloc_gref().unwrap(), 8);
@@ -340,12 +371,12 @@ mod tests {
         }
         assert_eq!(n, 256 - 4, "1 MiB = 256 frames, 4 for the table");
         assert_eq!(a.alloc_frame(), Err(EnvError::NoFrames(1)));
-        assert!(LocalEnv::new(Arc::clone(&hv), 7, &reg).is_err());
+        assert!(LocalEnv::with_registry(Arc::clone(&hv), 7, &reg).is_err());
         // A re-created domain gets fresh allocators.
         hv.remove(1);
         drop((a, b));
         hv.instantiate(&guest(1, 1)).unwrap();
-        let c = LocalEnv::new(Arc::clone(&hv), 1, &reg).unwrap();
+        let c = LocalEnv::with_registry(Arc::clone(&hv), 1, &reg).unwrap();
         assert_eq!(c.alloc_frame().unwrap(), 4);
     }
 
@@ -353,7 +384,7 @@ mod tests {
     fn event_channels_bind_and_notify() {
         let hv = Arc::new(Hypervisor::new(Registry::new().get(0).unwrap()).unwrap());
         hv.instantiate(&guest(1, 1)).unwrap();
-        let env = LocalEnv::new(Arc::clone(&hv), 1, &DomainPagesRegistry::new()).unwrap();
+        let env = LocalEnv::new(Arc::clone(&hv), 1).unwrap();
         let (port, fd) = env.alloc_unbound(0).unwrap();
         assert!(env.notifier(port).is_err(), "not bound yet");
         let back = hv.evtchn().bind_interdomain(0, 1, port).unwrap();

@@ -32,7 +32,9 @@ pub enum KeyError {
     #[error("frontend requested {0} queues; this backend supports exactly 1")]
     Queues(u64),
     /// The frontend did not request rx-copy mode (page flipping is not implemented).
-    #[error("frontend did not request rx-copy (request-rx-copy=1); page flipping is not supported")]
+    #[error(
+        "frontend did not request rx-copy (request-rx-copy=1); page flipping is not supported"
+    )]
     NoRxCopy,
 }
 
@@ -212,7 +214,12 @@ impl FrontendKeys {
     /// tests that skip xenstore).
     pub fn rings(&self) -> FrontendRings {
         let pairs = self.pairs();
-        let get = |k: &str| pairs.iter().find(|(key, _)| *key == k).map(|(_, v)| v.clone());
+        let get = |k: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == k)
+                .map(|(_, v)| v.clone())
+        };
         FrontendRings::parse(get).unwrap_or(FrontendRings {
             tx_ring_ref: self.tx_ring_ref,
             rx_ring_ref: self.rx_ring_ref,
@@ -316,18 +323,33 @@ mod tests {
             parse(&with(&[("request-rx-copy", "0")])),
             Err(KeyError::NoRxCopy)
         );
-        for bad in ["", "-1", "+8", " 8", "8 ", "0x8", "4294967296", "99999999999999999999999"] {
+        for bad in [
+            "",
+            "-1",
+            "+8",
+            " 8",
+            "8 ",
+            "0x8",
+            "4294967296",
+            "99999999999999999999999",
+        ] {
             assert!(
                 matches!(
                     parse(&with(&[("tx-ring-ref", bad)])),
-                    Err(KeyError::Invalid { key: "tx-ring-ref", .. })
+                    Err(KeyError::Invalid {
+                        key: "tx-ring-ref",
+                        ..
+                    })
                 ),
                 "{bad:?}"
             );
         }
         assert!(matches!(
             parse(&with(&[("feature-sg", "2")])),
-            Err(KeyError::Invalid { key: "feature-sg", .. })
+            Err(KeyError::Invalid {
+                key: "feature-sg",
+                ..
+            })
         ));
         assert!(matches!(
             parse(&with(&[("event-channel-tx", "0")])),

@@ -15,6 +15,7 @@
 pub mod env;
 pub mod hotplug;
 pub mod keys;
+pub mod mock;
 pub mod netback;
 pub mod netfront;
 pub mod netif;

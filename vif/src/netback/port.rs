@@ -81,8 +81,6 @@ pub struct NetbackConfig {
     pub devid: u32,
     /// The `rate` key: credit-based tx limit.
     pub rate: TxRate,
-    /// Rx backlog limits; `None` takes Linux's (by `feature-rx-notify`) at connect.
-    pub rx_backlog: Option<RxBacklogConfig>,
 }
 
 impl NetbackConfig {
@@ -93,7 +91,6 @@ impl NetbackConfig {
             domid,
             devid,
             rate: TxRate::UNLIMITED,
-            rx_backlog: None,
         }
     }
 }
@@ -244,6 +241,10 @@ struct Connection {
 /// The dom0 backend of one vif, a switch port (see the module doc).
 pub struct NetbackPort {
     cfg: NetbackConfig,
+    rx_backlog: Option<RxBacklogConfig>,
+    /// The connection's clocks (credit window, backlog progress) start at the first
+    /// datapath call after `connect`, which is where the time is known.
+    clock_pending: bool,
     conn: Option<Connection>,
     fatal: Option<FatalReason>,
     fds_changed: bool,
@@ -368,6 +369,8 @@ impl NetbackPort {
         let rate = cfg.rate;
         NetbackPort {
             cfg,
+            rx_backlog: None,
+            clock_pending: false,
             conn: None,
             fatal: None,
             fds_changed: false,
@@ -395,6 +398,24 @@ impl NetbackPort {
         }
     }
 
+    /// Overrides the rx backlog limits (tests and tuning); `None` (the default) takes
+    /// Linux's for the frontend's `feature-rx-notify` at connect.
+    pub fn set_rx_backlog(&mut self, config: Option<RxBacklogConfig>) {
+        self.rx_backlog = config;
+    }
+
+    /// Starts the connection's clocks at the first call that knows the time.
+    fn sync_clock(&mut self, now: Timestamp) {
+        if !self.clock_pending {
+            return;
+        }
+        self.clock_pending = false;
+        let now = dur(now);
+        let config = *self.backlog.config();
+        self.backlog = RxBacklog::new(config, now);
+        self.credit = CreditLimiter::new(self.cfg.rate, now);
+    }
+
     /// The configuration.
     pub fn config(&self) -> &NetbackConfig {
         &self.cfg
@@ -418,25 +439,20 @@ impl NetbackPort {
 
     /// Maps the frontend's rings, attaches to them (refusing inconsistent indices), binds
     /// its event channel(s) and starts serving; the worker then polls the new eventfds.
-    /// `now` starts the credit window and the rx backlog's progress clock.
-    pub fn connect(
-        &mut self,
-        hv: &Hypervisor,
-        rings: &FrontendRings,
-        now: Timestamp,
-    ) -> Result<(), ConnectError> {
+    /// Features are honoured from `rings` (rx-copy is required by
+    /// [`FrontendRings::parse`]; rx-notify sets the backlog timers; sg, GSO and checksum
+    /// offload decide how frames are delivered).
+    pub fn connect(&mut self, hv: &Hypervisor, rings: &FrontendRings) -> Result<(), ConnectError> {
         if self.conn.is_some() {
             return Err(ConnectError::AlreadyConnected);
         }
         let domid = self.cfg.domid;
         let table = hv.grant_table(domid).ok_or(ConnectError::NoDomain(domid))?;
-        let map = |ring, gref| {
-            GrantMapping::map(&table, gref, DOM0, false).map_err(|status| ConnectError::MapRing {
-                ring,
-                gref,
-                status,
-            })
-        };
+        let map =
+            |ring, gref| {
+                GrantMapping::map(&table, gref, DOM0, false)
+                    .map_err(|status| ConnectError::MapRing { ring, gref, status })
+            };
         let tx = BackRing::<NetifTx, _>::attach(map("tx", rings.tx_ring_ref)?)?;
         let rx = BackRing::<NetifRx, _>::attach(map("rx", rings.rx_ring_ref)?)?;
         let ev = hv.evtchn();
@@ -474,13 +490,12 @@ impl NetbackPort {
             None => (None, tx_notify.clone()),
         };
         let features = rings.features;
-        let now = dur(now);
         let backlog_cfg = self
-            .cfg
             .rx_backlog
             .unwrap_or_else(|| RxBacklogConfig::for_frontend(features.rx_notify));
-        self.backlog = RxBacklog::new(backlog_cfg, now);
-        self.credit = CreditLimiter::new(self.cfg.rate, now);
+        self.backlog = RxBacklog::new(backlog_cfg, Duration::ZERO);
+        self.credit = CreditLimiter::new(self.cfg.rate, Duration::ZERO);
+        self.clock_pending = true;
         self.credit_wait = None;
         self.reqs_head = 0;
         self.reqs_tail = 0;
@@ -537,6 +552,7 @@ impl NetbackPort {
 
     /// Applies a new `rate` live (xenstore watch on `rate`, `xen_net_rate_changed`).
     pub fn set_rate(&mut self, rate: TxRate, now: Timestamp) {
+        self.sync_clock(now);
         self.cfg.rate = rate;
         self.credit.set_rate(rate, dur(now));
         if self.credit_wait.take().is_some() {
@@ -933,7 +949,11 @@ impl NetbackPort {
                         let Some(s) = self.scratch else { break };
                         (s, hdr_at.unwrap_or(0) + at, (hdr_len - at).min(want - done))
                     } else if hdr_len > 0 {
-                        (item.buf, item.off + payload_at + (at - hdr_len), want - done)
+                        (
+                            item.buf,
+                            item.off + payload_at + (at - hdr_len),
+                            want - done,
+                        )
                     } else {
                         (item.buf, item.off + at, want - done)
                     };
@@ -962,6 +982,9 @@ impl NetbackPort {
             });
         }
         self.flush_rx_copies(ctx.pool, ctx.hv);
+        // The header scratch goes back with the batch: a vif that needs no rewriting
+        // holds no extra buffer.
+        self.release_scratch(ctx.pool);
         self.check_stall(now);
     }
 
@@ -1115,6 +1138,7 @@ impl Port for NetbackPort {
         if self.fatal.is_some() {
             return false;
         }
+        self.sync_clock(ctx.now);
         self.tx_round(ctx, out, budget)
     }
 
@@ -1137,6 +1161,7 @@ impl Port for NetbackPort {
             return Err(vswitch::DropReason::PortDisabled);
         }
         let f = conn.features;
+        self.sync_clock(ctx.now);
         let frame = ctx.pool.bytes(pkt.buf, pkt.off, pkt.len);
         let base = RxItem {
             buf: pkt.buf,
@@ -1253,6 +1278,7 @@ impl Port for NetbackPort {
         if self.conn.is_none() {
             return;
         }
+        self.sync_clock(ctx.now);
         if self.fatal.is_none() {
             self.drain_rx(ctx);
         }
@@ -1275,6 +1301,7 @@ impl Port for NetbackPort {
         if self.conn.is_none() || self.fatal.is_some() {
             return;
         }
+        self.sync_clock(ctx.now);
         let now = dur(ctx.now);
         if self.credit_wait.is_some_and(|t| t <= now) {
             self.credit_wait = None;

@@ -169,7 +169,8 @@ fn iovec(ptr: *mut u8, len: usize) -> libc::iovec {
 /// l4_header_len)` for TCP and UDP over IPv4/IPv6 (up to two VLAN tags and a few IPv6
 /// extension headers), as `skb_checksum_setup` does before trusting a partial checksum.
 fn locate_l4(h: &[u8]) -> Option<(u16, u8, u16)> {
-    let be16 = |at: usize| -> Option<u16> { Some(u16::from_be_bytes([*h.get(at)?, *h.get(at + 1)?])) };
+    let be16 =
+        |at: usize| -> Option<u16> { Some(u16::from_be_bytes([*h.get(at)?, *h.get(at + 1)?])) };
     let mut off = 12;
     let mut ethertype = be16(off)?;
     for _ in 0..2 {
@@ -213,15 +214,22 @@ fn locate_l4(h: &[u8]) -> Option<(u16, u8, u16)> {
 
 impl NetfrontPort {
     /// A netfront for device `devid` of the domain `env` speaks for, talking to the
-    /// backend in `backend`, driving `tap` (non-blocking, with a virtio-net header).
+    /// backend in `backend`, driving `tap`, which must carry a virtio-net header (the
+    /// offload flags travel in it; `TapConfig::with_offloads`) and be non-blocking.
     pub fn new(
         name: impl Into<String>,
         env: Box<dyn FrontendEnv>,
         tap: Tap,
         backend: DomId,
         devid: u32,
-    ) -> NetfrontPort {
-        NetfrontPort {
+    ) -> Result<NetfrontPort, FrontendError> {
+        if !tap.has_vnet_hdr() {
+            return Err(FrontendError::State("the TAP has no virtio-net header"));
+        }
+        if let Err(e) = tap.set_nonblocking(true) {
+            return Err(FrontendError::Env(EnvError::Other(e.to_string())));
+        }
+        Ok(NetfrontPort {
             name: name.into(),
             env,
             tap,
@@ -238,7 +246,7 @@ impl NetfrontPort {
             rx_rsps: vec![RxResponse::default(); NET_RX_RING_SIZE as usize],
             rx_reqs: Vec::with_capacity(NET_RX_RING_SIZE as usize),
             rx_taken: Vec::with_capacity(NET_RX_RING_SIZE as usize),
-        }
+        })
     }
 
     /// The device id.
@@ -391,7 +399,10 @@ impl NetfrontPort {
         rx.notify();
         self.notify = Some((tx, rx));
         self.fds_changed = true;
-        info!("{}: connected to backend domain {}", self.name, self.backend);
+        info!(
+            "{}: connected to backend domain {}",
+            self.name, self.backend
+        );
         Ok(())
     }
 
@@ -450,10 +461,9 @@ impl NetfrontPort {
             return Ok(());
         };
         loop {
-            let n = r
-                .tx
-                .consume_responses(&mut self.tx_rsps)
-                .map_err(|_| "tx response index")?;
+            let n =
+                r.tx.consume_responses(&mut self.tx_rsps)
+                    .map_err(|_| "tx response index")?;
             for rsp in &self.tx_rsps[..n] {
                 match r.tx_inflight.complete(rsp) {
                     Ok(Some((page, status))) => {
@@ -520,8 +530,7 @@ impl NetfrontPort {
             let n = unsafe { libc::readv(fd, iov.as_ptr(), iov.len() as libc::c_int) };
             if n < 0 {
                 let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::WouldBlock && e.kind() != io::ErrorKind::Interrupted
-                {
+                if e.kind() != io::ErrorKind::WouldBlock && e.kind() != io::ErrorKind::Interrupted {
                     c.tx_read_errors += 1;
                 }
                 break;
@@ -561,16 +570,11 @@ impl NetfrontPort {
             };
             let pages = len.div_ceil(PAGE_SIZE);
             let mut chunks = [TxChunk::default(); FRAME_PAGES];
-            let meta = TxFrameMeta {
-                len,
-                gso,
-                checksum,
-            };
+            let meta = TxFrameMeta { len, gso, checksum };
             let mut reqs = [TxRequest::default(); FRAME_REQUESTS];
             let placeholder = [0u16; FRAME_PAGES];
-            let planned = chunk_frame(len, 0, &grefs[..pages], &mut chunks).and_then(|nc| {
-                plan_tx_frame(&meta, &chunks[..nc], &placeholder[..nc], &mut reqs)
-            });
+            let planned = chunk_frame(len, 0, &grefs[..pages], &mut chunks)
+                .and_then(|nc| plan_tx_frame(&meta, &chunks[..nc], &placeholder[..nc], &mut reqs));
             let Ok(nreq) = planned else {
                 c.tx_too_large += 1;
                 continue;
@@ -582,10 +586,7 @@ impl NetfrontPort {
                     continue;
                 }
                 let page = r.tx_free.pop().ok_or("tx page accounting")?;
-                req.id = r
-                    .tx_inflight
-                    .alloc(page)
-                    .map_err(|_| "tx id accounting")?;
+                req.id = r.tx_inflight.alloc(page).map_err(|_| "tx id accounting")?;
             }
             match r.tx.produce_requests(&reqs[..nreq]) {
                 Ok(w) if w == nreq => {}
@@ -619,10 +620,9 @@ impl NetfrontPort {
         let reposts = &mut self.rx_reqs;
         loop {
             let start = r.rx.rsp_cons();
-            let n = r
-                .rx
-                .consume_responses(&mut self.rx_rsps)
-                .map_err(|_| "rx response index")?;
+            let n =
+                r.rx.consume_responses(&mut self.rx_rsps)
+                    .map_err(|_| "rx response index")?;
             reposts.clear();
             let mut pos = 0usize;
             while pos < n {
@@ -698,13 +698,17 @@ fn deliver(
     f: &crate::netfront::rx::RxFrame,
     c: &mut Counters,
 ) {
-    let mut iov = [iovec(std::ptr::null_mut(), 0); 1 + crate::netfront::rx::MAX_RX_FRAME_DATA_SLOTS];
+    let mut iov =
+        [iovec(std::ptr::null_mut(), 0); 1 + crate::netfront::rx::MAX_RX_FRAME_DATA_SLOTS];
     let mut vh_bytes = [0u8; VirtioNetHdr::LEN];
     let mut cnt = 1usize;
     let mut peek = [0u8; HEADER_PEEK];
     let mut peeked = 0usize;
     for d in f.data(rsps) {
-        let Some(page) = taken.get(d.slot).and_then(|&p| r.rx_pages.get(usize::from(p))) else {
+        let Some(page) = taken
+            .get(d.slot)
+            .and_then(|&p| r.rx_pages.get(usize::from(p)))
+        else {
             c.rx_bad_offload += 1;
             return;
         };
