@@ -7,6 +7,12 @@
 //!   the credit rate limiter, drop/fatal reasons;
 //! * [`netfront`] — tx slot planning, rx buffer posting and rx response parsing.
 //!
+//! The shells around them: [`netback::port::NetbackPort`] (a vif's backend as a switch
+//! port), [`netfront::port::NetfrontPort`] (a guest's TAP driven through the rings),
+//! [`env`] (what a frontend needs from its hypervisor: [`env::FrontendEnv`],
+//! [`env::LocalEnv`]), [`keys`] (the frontend's xenstore keys) and [`mock`] (a
+//! frontend under a test's control, hostile sequences included).
+//!
 //! Nothing here reads a clock or does I/O except the ring's accesses to guest memory,
 //! which go through `hypervisor::memory`'s bounds-checked volatile accessors.
 
