@@ -818,6 +818,11 @@ impl NetbackPort {
             self.reasons.drop(DropReason::RxPacketTooLarge);
             return Err(DropReason::RxPacketTooLarge);
         }
+        if self.backlog.bytes() >= self.backlog.config().max_bytes && self.fatal.is_none() {
+            // Full: deliver what the posted buffers can take before refusing (the end-of-
+            // round flush may be 64 frames away).
+            self.drain_rx(ctx);
+        }
         ctx.pool.retain(item.buf);
         match self.backlog.enqueue(item, len, slots, dur(ctx.now)) {
             Ok(()) => Ok(()),
