@@ -262,6 +262,32 @@ mod tests {
         v
     }
 
+    proptest::proptest! {
+        /// Whatever a guest writes, parsing answers (never panics), and anything accepted
+        /// is exactly what the keys say.
+        #[test]
+        fn arbitrary_values_never_panic(
+            vals in proptest::collection::vec("[0-9a-z +-]{0,24}", 10),
+            present in proptest::collection::vec(proptest::bool::ANY, 10),
+        ) {
+            const KEYS: [&str; 10] = [
+                "tx-ring-ref", "rx-ring-ref", "event-channel-tx", "event-channel-rx",
+                "event-channel", "request-rx-copy", "multi-queue-num-queues",
+                "feature-sg", "feature-rx-notify", "feature-no-csum-offload",
+            ];
+            let m: HashMap<String, String> = KEYS
+                .iter()
+                .zip(vals.iter().zip(&present))
+                .filter(|(_, (_, p))| **p)
+                .map(|(k, (v, _))| (k.to_string(), v.clone()))
+                .collect();
+            if let Ok(r) = FrontendRings::parse(|k| m.get(k).cloned()) {
+                proptest::prop_assert_eq!(m["tx-ring-ref"].parse::<u32>(), Ok(r.tx_ring_ref));
+                proptest::prop_assert_eq!(m["request-rx-copy"].as_str(), "1");
+            }
+        }
+    }
+
     #[test]
     fn keys_round_trip() {
         let k = FrontendKeys {

@@ -440,4 +440,37 @@ fn b_hostile_frontends_disable_only_their_vif() {
             assert_eq!(counter(p, d), 0, "{name}: {d}");
         }
     }
+
+    // Detach guest 1: its grants cannot be revoked while the backend maps the rings;
+    // once the backend disconnected, teardown leaves nothing behind.
+    let teardown = |f: &Fabric| {
+        f.fe.with_port_blocking(
+            "fe1",
+            Box::new(|p, _ctx| {
+                p.as_any_mut()
+                    .downcast_mut::<NetfrontPort>()
+                    .unwrap()
+                    .teardown()
+                    .map_err(|e| DatapathError::Failed(e.to_string()))
+            }),
+        )
+    };
+    assert!(teardown(&f).is_err(), "rings still mapped by the backend");
+    f.sw.with_port_blocking(
+        "vif1.0",
+        Box::new(|p, ctx| {
+            p.as_any_mut()
+                .downcast_mut::<NetbackPort>()
+                .unwrap()
+                .disconnect(ctx);
+            Ok(())
+        }),
+    )
+    .unwrap();
+    teardown(&f).unwrap();
+    assert_eq!(f.hv.evtchn().ports_in_use(1), 0);
+    let g1 = f.hv.grant_table(1).unwrap();
+    assert_eq!(g1.busy_entries(), 0);
+    assert!((8..600).all(|r| g1.entry(r).is_some_and(|(flags, _, _)| flags == 0)));
+    assert!(!port(&f.ports(), "vif1.0").carrier);
 }
