@@ -335,11 +335,11 @@ fn handle(
     owned: &mut BTreeSet<Port>,
 ) -> (HvAnswer, Vec<OwnedFd>) {
     let ev = hv.evtchn();
-    let eventfd = |port: Port| -> Result<OwnedFd, HvAnswer> {
+    let eventfd = |port: Port| -> Result<OwnedFd, Box<HvAnswer>> {
         ev.pending_fd(domid, port)
-            .map_err(|e| HvAnswer::err(e, e.errno()))?
+            .map_err(|e| Box::new(HvAnswer::err(e, e.errno())))?
             .try_clone_fd()
-            .map_err(|e| HvAnswer::err(e, libc::EMFILE))
+            .map_err(|e| Box::new(HvAnswer::err(e, libc::EMFILE)))
     };
     let ok = HvAnswer {
         ok: true,
@@ -370,7 +370,7 @@ fn handle(
                     owned.insert(port);
                     (HvAnswer { port: Some(port), ..ok }, vec![fd])
                 }
-                Err(a) => (a, Vec::new()),
+                Err(a) => (*a, Vec::new()),
             },
             Err(e) => (HvAnswer::err(e, e.errno()), Vec::new()),
         },
@@ -383,7 +383,7 @@ fn handle(
                     owned.insert(port);
                     (HvAnswer { port: Some(port), ..ok }, vec![fd])
                 }
-                Err(a) => (a, Vec::new()),
+                Err(a) => (*a, Vec::new()),
             },
             Err(e) => (HvAnswer::err(e, e.errno()), Vec::new()),
         },

@@ -15,6 +15,7 @@
 #![allow(unsafe_code)]
 
 mod epoll;
+pub mod nat_port;
 pub mod offload;
 pub mod packet_port;
 pub mod pool;

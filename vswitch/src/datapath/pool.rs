@@ -166,6 +166,18 @@ impl BufferPool {
         unsafe { std::slice::from_raw_parts_mut(self.ptr(id, off), len) }
     }
 
+    /// Copies `len` bytes between two buffers (or within one, non-overlapping).
+    #[inline]
+    pub fn copy(&mut self, src: BufId, src_off: usize, dst: BufId, dst_off: usize, len: usize) {
+        let len = len
+            .min(BUF_SIZE - src_off.min(BUF_SIZE))
+            .min(BUF_SIZE - dst_off.min(BUF_SIZE));
+        // SAFETY: both ranges lie inside the pool (clamped above); `&mut self` means no
+        // slice of the pool is live; distinct buffers never overlap, and within one
+        // buffer `copy` (memmove) is used.
+        unsafe { std::ptr::copy(self.ptr(src, src_off), self.ptr(dst, dst_off), len) };
+    }
+
     /// The dom0 frame and in-page offset holding byte `off` of a buffer (a grant-copy
     /// endpoint naming dom0's own frame).
     #[inline]

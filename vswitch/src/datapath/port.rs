@@ -39,6 +39,25 @@ pub struct PortCtx<'a> {
     pub now: Timestamp,
     /// Domains, grants and event channels.
     pub hv: &'a Arc<Hypervisor>,
+    /// In `transmit`: the bridge port the frame entered the bridge on.
+    pub ingress: Option<crate::port::PortId>,
+    /// In `transmit`: the frame goes to this port only and nobody else holds its
+    /// buffer, so the port may rewrite it in place and keep it (retain) instead of
+    /// copying.
+    pub exclusive: bool,
+}
+
+impl<'a> PortCtx<'a> {
+    /// A context for calls other than `transmit`.
+    pub fn new(pool: &'a mut BufferPool, now: Timestamp, hv: &'a Arc<Hypervisor>) -> PortCtx<'a> {
+        PortCtx {
+            pool,
+            now,
+            hv,
+            ingress: None,
+            exclusive: false,
+        }
+    }
 }
 
 /// Named counters of a port driver (ring errors, syscalls failing, backlog drops…).

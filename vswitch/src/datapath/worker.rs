@@ -186,6 +186,9 @@ impl Worker {
                 self.drain_commands();
                 self.flush_dirty();
             }
+            if self.run_port_timers() {
+                self.flush_dirty();
+            }
             if last_tick.elapsed() >= self.tick {
                 last_tick = Instant::now();
                 self.on_tick();
@@ -219,6 +222,13 @@ impl Worker {
         for r in self.routers.values_mut() {
             r.router.expire(now, AGING_BUDGET);
         }
+    }
+
+    /// Runs the ports whose timers are due (every loop pass, so a timer fires at its
+    /// time and never makes the loop spin); true if any ran.
+    fn run_port_timers(&mut self) -> bool {
+        let now = self.now();
+        let mut ran = false;
         for i in 0..self.slots.len() {
             let due = match &self.slots[i] {
                 Some(s) => s.port.next_timer().is_some_and(|t| t <= now),
@@ -229,12 +239,14 @@ impl Worker {
                     slots, pool, hv, ..
                 } = self;
                 if let Some(s) = slots[i].as_mut() {
-                    let mut ctx = PortCtx { pool, now, hv };
+                    let mut ctx = PortCtx::new(pool, now, hv);
                     s.port.on_timer(&mut ctx);
                 }
                 self.mark_dirty(i);
+                ran = true;
             }
         }
+        ran
     }
 
     fn mark_dirty(&mut self, slot: usize) {
@@ -251,7 +263,7 @@ impl Worker {
                 slots, pool, hv, ..
             } = self;
             if let Some(Some(s)) = slots.get_mut(slot) {
-                let mut ctx = PortCtx { pool, now, hv };
+                let mut ctx = PortCtx::new(pool, now, hv);
                 s.port.flush(&mut ctx);
             }
         }
@@ -302,7 +314,7 @@ impl Worker {
                 self.rx = rx;
                 return;
             };
-            let mut ctx = PortCtx { pool, now, hv };
+            let mut ctx = PortCtx::new(pool, now, hv);
             let more = s.port.receive(&mut ctx, &mut rx, MAX_BATCH);
             (more, s.attached.clone())
         };
@@ -327,7 +339,7 @@ impl Worker {
                 slots, pool, hv, ..
             } = self;
             if let Some(Some(s)) = slots.get_mut(slot) {
-                let mut ctx = PortCtx { pool, now, hv };
+                let mut ctx = PortCtx::new(pool, now, hv);
                 s.port.complete_rx(&mut ctx);
             }
         }
@@ -342,21 +354,29 @@ impl Worker {
         let verdict = b.bridge.process(in_port, frame, &pkt.meta, now);
         match verdict.decision {
             Decision::Drop(_) => {}
-            Decision::Unicast(dst) => self.deliver(bridge, dst, &verdict.info, pkt),
+            Decision::Unicast(dst) => self.deliver(bridge, in_port, dst, &verdict.info, pkt, true),
             Decision::Flood => {
                 let mut flood = std::mem::take(&mut self.flood);
                 if let Some(b) = self.bridges.get(bridge) {
                     b.bridge.flood_ports_into(in_port, &mut flood);
                 }
                 for &dst in &flood {
-                    self.deliver(bridge, dst, &verdict.info, pkt);
+                    self.deliver(bridge, in_port, dst, &verdict.info, pkt, false);
                 }
                 self.flood = flood;
             }
         }
     }
 
-    fn deliver(&mut self, bridge: &str, dst: PortId, info: &FrameInfo, pkt: &Pkt) {
+    fn deliver(
+        &mut self,
+        bridge: &str,
+        in_port: PortId,
+        dst: PortId,
+        info: &FrameInfo,
+        pkt: &Pkt,
+        unicast: bool,
+    ) {
         let now = self.now();
         let Worker {
             bridges,
@@ -380,13 +400,20 @@ impl Worker {
             b.bridge.record_tx_drop(dst, DropReason::UnknownPort);
             return;
         };
-        let mut ctx = PortCtx { pool, now, hv };
+        let exclusive = unicast && pool.holders(pkt.buf) == 1 && s.captures.is_empty();
+        let mut ctx = PortCtx {
+            ingress: Some(in_port),
+            exclusive,
+            ..PortCtx::new(pool, now, hv)
+        };
         match s.port.transmit(&mut ctx, pkt, info) {
             Ok(()) => b.bridge.record_tx(dst, pkt.len),
             Err(r) => b.bridge.record_tx_drop(dst, r),
         }
         self.mark_dirty(slot);
-        self.capture(slot, Direction::Tx, pkt);
+        if !exclusive {
+            self.capture(slot, Direction::Tx, pkt);
+        }
     }
 
     /// Route mode: the router rewrites the frame in place and names the egress port; it
@@ -532,7 +559,7 @@ impl Worker {
             r.router.record_tx_drop(dst, DropReason::UnknownPort);
             return;
         };
-        let mut ctx = PortCtx { pool, now, hv };
+        let mut ctx = PortCtx::new(pool, now, hv);
         match s.port.transmit(&mut ctx, pkt, info) {
             Ok(()) => r.router.record_tx(dst, pkt.len),
             Err(reason) => r.router.record_tx_drop(dst, reason),
@@ -636,7 +663,7 @@ impl Worker {
                             } = self;
                             match slots[slot].as_mut() {
                                 Some(s) => {
-                                    let mut ctx = PortCtx { pool, now, hv };
+                                    let mut ctx = PortCtx::new(pool, now, hv);
                                     f(s.port.as_mut(), &mut ctx)
                                 }
                                 None => Err(DatapathError::NoSuchPort(port.clone())),
@@ -778,11 +805,7 @@ impl Worker {
             for fd in s.fds.drain(..) {
                 self.epoll.del(fd);
             }
-            let mut ctx = PortCtx {
-                pool: &mut self.pool,
-                now,
-                hv: &self.hv,
-            };
+            let mut ctx = PortCtx::new(&mut self.pool, now, &self.hv);
             s.port.close(&mut ctx);
         }
         self.by_name.remove(name);
