@@ -155,6 +155,52 @@ pub fn xenstore_path(run_dir: &Path, domain: Option<String>) -> ExitCode {
     })())
 }
 
+/// `domnet network-attach DOM [ITEM…]`.
+pub fn network_attach(run_dir: &Path, domain: String, spec: Vec<String>) -> ExitCode {
+    done(request(run_dir, &Request::NetworkAttach { domain, spec }).map(|_| ()))
+}
+
+/// xl network-list's layout (xen-networking.md §7; the header has a space after the
+/// MAC column that the rows do not).
+pub fn format_network_list(rows: &[crate::daemon::VifRow]) -> String {
+    let mut out = format!(
+        "{:<3} {:<2} {:<17} {:>6} {:>5} {:>6} {:>5}/{:<11} {:<30}\n",
+        "Idx", "BE", "Mac Addr.", "handle", "state", "evt-ch", "tx-", "rx-ring-ref", "BE-path"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<3} {:<2} {:<17}{:>6} {:>5} {:>6} {:>5}/{:<11} {:<30}\n",
+            r.idx,
+            r.backend_id,
+            r.mac,
+            r.handle,
+            r.state,
+            r.evtch,
+            r.tx_ring_ref,
+            r.rx_ring_ref,
+            r.be_path
+        ));
+    }
+    out
+}
+
+/// `domnet network-list DOM…`.
+pub fn network_list(run_dir: &Path, domains: Vec<String>, json: bool) -> ExitCode {
+    done((|| {
+        let data = request(run_dir, &Request::NetworkList { domains })?;
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&data).unwrap_or_default()
+            );
+            return Ok(());
+        }
+        let rows: Vec<crate::daemon::VifRow> = decode(data)?;
+        print!("{}", format_network_list(&rows));
+        Ok(())
+    })())
+}
+
 /// Verbs whose success needs no output.
 pub fn simple(run_dir: &Path, req: Request) -> ExitCode {
     done(request(run_dir, &req).map(|_| ()))
@@ -365,6 +411,37 @@ pub fn capture(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_list_matches_xl_layout() {
+        let row = crate::daemon::VifRow {
+            idx: 0,
+            backend_id: 0,
+            mac: "00:16:3e:01:02:03".into(),
+            handle: 0,
+            state: 4,
+            evtch: 10,
+            tx_ring_ref: 8,
+            rx_ring_ref: 9,
+            be_path: "/local/domain/0/backend/vif/1/0".into(),
+            backend_state: 4,
+            vif: "vif1.0".into(),
+            bridge: "xenbr0".into(),
+        };
+        let out = format_network_list(&[row]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[0],
+            format!(
+                "Idx BE Mac Addr.         handle state evt-ch   tx-/rx-ring-ref BE-path{}",
+                " ".repeat(23)
+            )
+        );
+        assert_eq!(
+            lines[1].trim_end(),
+            "0   0  00:16:3e:01:02:03     0     4     10     8/9           /local/domain/0/backend/vif/1/0"
+        );
+    }
 
     #[test]
     fn list_matches_xl_layout() {

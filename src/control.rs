@@ -112,6 +112,25 @@ pub enum Request {
         /// MAC.
         mac: String,
     },
+    /// Attach a vif to a domain (xl network-attach).
+    NetworkAttach {
+        /// Name or id.
+        domain: String,
+        /// vif spec items.
+        spec: Vec<String>,
+    },
+    /// Detach a vif (xl network-detach).
+    NetworkDetach {
+        /// Name or id.
+        domain: String,
+        /// Devid or MAC.
+        device: String,
+    },
+    /// List vifs (xl network-list).
+    NetworkList {
+        /// Names or ids.
+        domains: Vec<String>,
+    },
     /// Stream a pcap of a port's frames (the answer line is followed by pcap bytes).
     Capture {
         /// Port.

@@ -42,6 +42,16 @@ enum Command {
         /// When committed state is forced to disk.
         #[arg(long, value_enum, default_value = "data")]
         sync: SyncArg,
+        /// Where relative hotplug script names resolve (default: domnet's scripts/).
+        #[arg(long, env = "DOMNET_SCRIPT_DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts"))]
+        script_dir: PathBuf,
+        /// Seconds a hotplug script may run before it is killed (libxl: 40).
+        #[arg(long, default_value_t = 40)]
+        hotplug_timeout: u64,
+        /// Run in this named network namespace instead of the current one (a
+        /// namespace standing in for dom0, e.g. in tests).
+        #[arg(long)]
+        netns: Option<String>,
     },
     /// Create a domain from an xl.cfg-style file.
     Create {
@@ -59,6 +69,30 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Only these domains.
+        domains: Vec<String>,
+    },
+    /// Attach a vif to a domain: `network-attach DOM [ITEM…]` (xl's vif spec items,
+    /// e.g. `bridge=xenbr1 ip=10.0.0.5`, or one comma-separated spec).
+    NetworkAttach {
+        /// Domain name or id.
+        domain: String,
+        /// vif spec items.
+        spec: Vec<String>,
+    },
+    /// Detach a vif by devid or MAC.
+    NetworkDetach {
+        /// Domain name or id.
+        domain: String,
+        /// Devid, or MAC address.
+        device: String,
+    },
+    /// List a domain's vifs (xl network-list's columns).
+    NetworkList {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Domain names or ids.
+        #[arg(required = true)]
         domains: Vec<String>,
     },
     /// Print the xenstore socket of a domain (dom0's when none is given); use it as
@@ -174,6 +208,18 @@ enum FdbCmd {
     },
 }
 
+/// Moves the (still single-threaded) process into a named network namespace, so every
+/// thread the daemon starts lives there.
+fn enter_netns(name: &str) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(format!("/run/netns/{name}"))?;
+    // SAFETY: setns with an fd we hold open; called before any thread is spawned.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("DOMNET_LOG")
@@ -185,7 +231,19 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
     match cli.cmd {
-        Command::Daemon { state_dir, sync } => {
+        Command::Daemon {
+            state_dir,
+            sync,
+            script_dir,
+            hotplug_timeout,
+            netns,
+        } => {
+            if let Some(ns) = netns {
+                if let Err(e) = enter_netns(&ns) {
+                    eprintln!("domnet daemon: entering network namespace {ns}: {e}");
+                    return ExitCode::from(1);
+                }
+            }
             let sync = match sync {
                 SyncArg::Write => hypervisor::journal::SyncPolicy::Write,
                 SyncArg::Data => hypervisor::journal::SyncPolicy::Data,
@@ -194,6 +252,8 @@ fn main() -> ExitCode {
                 run_dir: cli.run_dir,
                 state_dir,
                 sync,
+                script_dir,
+                hotplug_timeout: std::time::Duration::from_secs(hotplug_timeout),
             }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -205,6 +265,12 @@ fn main() -> ExitCode {
         Command::Create { config } => cli::create(&cli.run_dir, &config),
         Command::Destroy { domain } => cli::destroy(&cli.run_dir, &domain),
         Command::List { json, domains } => cli::list(&cli.run_dir, json, &domains),
+        Command::NetworkAttach { domain, spec } => cli::network_attach(&cli.run_dir, domain, spec),
+        Command::NetworkDetach { domain, device } => cli::simple(
+            &cli.run_dir,
+            control::Request::NetworkDetach { domain, device },
+        ),
+        Command::NetworkList { json, domains } => cli::network_list(&cli.run_dir, domains, json),
         Command::XenstorePath { domain } => cli::xenstore_path(&cli.run_dir, domain),
         Command::Stats { port, json } => cli::stats(&cli.run_dir, port, json),
         Command::Bridge(b) => match b {

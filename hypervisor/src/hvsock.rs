@@ -184,7 +184,10 @@ fn recv_packet(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
         }
     }
     if msg.msg_flags & libc::MSG_TRUNC != 0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "packet too large"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "packet too large",
+        ));
     }
     Ok((n as usize, fds))
 }
@@ -208,7 +211,10 @@ fn seqpacket_listener(path: &Path) -> io::Result<UnixListener> {
         addr.sun_family = libc::AF_UNIX as u16;
         let bytes = cpath.as_bytes_with_nul();
         if bytes.len() > addr.sun_path.len() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "socket path too long"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "socket path too long",
+            ));
         }
         for (i, b) in bytes.iter().enumerate() {
             addr.sun_path[i] = *b as libc::c_char;
@@ -240,7 +246,10 @@ fn seqpacket_connect(path: &Path) -> io::Result<OwnedFd> {
         addr.sun_family = libc::AF_UNIX as u16;
         let bytes = cpath.as_bytes_with_nul();
         if bytes.len() > addr.sun_path.len() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "socket path too long"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "socket path too long",
+            ));
         }
         for (i, b) in bytes.iter().enumerate() {
             addr.sun_path[i] = *b as libc::c_char;
@@ -269,7 +278,12 @@ pub struct HvSocketServer {
 
 impl HvSocketServer {
     /// Binds `socket_path(run_dir, domid)` and serves it on a background thread.
-    pub fn start(hv: Arc<Hypervisor>, run_dir: &Path, domid: DomId, xenstore: PathBuf) -> io::Result<HvSocketServer> {
+    pub fn start(
+        hv: Arc<Hypervisor>,
+        run_dir: &Path,
+        domid: DomId,
+        xenstore: PathBuf,
+    ) -> io::Result<HvSocketServer> {
         let path = socket_path(run_dir, domid);
         let listener = seqpacket_listener(&path)?;
         let dup = OwnedFd::from(listener.try_clone()?);
@@ -290,7 +304,10 @@ impl HvSocketServer {
                     }
                 }
             })?;
-        Ok(HvSocketServer { path, listener: dup })
+        Ok(HvSocketServer {
+            path,
+            listener: dup,
+        })
     }
 }
 
@@ -314,7 +331,10 @@ fn serve_conn(hv: Arc<Hypervisor>, domid: DomId, xenstore: PathBuf, fd: OwnedFd)
         };
         let (answer, fds) = match serde_json::from_slice::<HvRequest>(&buf[..n]) {
             Ok(req) => handle(&hv, domid, &xenstore, req, &mut owned_ports),
-            Err(e) => (HvAnswer::err(format!("malformed request: {e}"), libc::EINVAL), Vec::new()),
+            Err(e) => (
+                HvAnswer::err(format!("malformed request: {e}"), libc::EINVAL),
+                Vec::new(),
+            ),
         };
         let data = serde_json::to_vec(&answer).unwrap_or_default();
         let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
@@ -324,7 +344,10 @@ fn serve_conn(hv: Arc<Hypervisor>, domid: DomId, xenstore: PathBuf, fd: OwnedFd)
     }
     // A frontend process that went away leaves its ports to the domain (like a hung
     // guest); they are closed when the domain is destroyed.
-    debug!("hvsock dom{domid}: connection closed ({} ports allocated)", owned_ports.len());
+    debug!(
+        "hvsock dom{domid}: connection closed ({} ports allocated)",
+        owned_ports.len()
+    );
 }
 
 fn handle(
@@ -368,7 +391,13 @@ fn handle(
             Ok(port) => match eventfd(port) {
                 Ok(fd) => {
                     owned.insert(port);
-                    (HvAnswer { port: Some(port), ..ok }, vec![fd])
+                    (
+                        HvAnswer {
+                            port: Some(port),
+                            ..ok
+                        },
+                        vec![fd],
+                    )
                 }
                 Err(a) => (*a, Vec::new()),
             },
@@ -381,7 +410,13 @@ fn handle(
             Ok(port) => match eventfd(port) {
                 Ok(fd) => {
                     owned.insert(port);
-                    (HvAnswer { port: Some(port), ..ok }, vec![fd])
+                    (
+                        HvAnswer {
+                            port: Some(port),
+                            ..ok
+                        },
+                        vec![fd],
+                    )
                 }
                 Err(a) => (*a, Vec::new()),
             },
@@ -473,8 +508,8 @@ impl HvClient {
         if n == 0 {
             return Err(HvClientError::Protocol("connection closed".into()));
         }
-        let a: HvAnswer =
-            serde_json::from_slice(&buf[..n]).map_err(|e| HvClientError::Protocol(e.to_string()))?;
+        let a: HvAnswer = serde_json::from_slice(&buf[..n])
+            .map_err(|e| HvClientError::Protocol(e.to_string()))?;
         if !a.ok {
             return Err(HvClientError::Refused {
                 msg: a.error.unwrap_or_default(),
@@ -498,7 +533,10 @@ impl HvClient {
             domid: a.domid.ok_or_else(|| missing("domid"))?,
             frames: a.frames.ok_or_else(|| missing("frames"))?,
             grant_frames: a.grant_frames.ok_or_else(|| missing("grant_frames"))?,
-            xenstore: a.xenstore.map(PathBuf::from).ok_or_else(|| missing("xenstore"))?,
+            xenstore: a
+                .xenstore
+                .map(PathBuf::from)
+                .ok_or_else(|| missing("xenstore"))?,
             memory: Self::one_fd(fds)?,
         })
     }
@@ -506,7 +544,9 @@ impl HvClient {
     /// `alloc_unbound`: the port and its pending eventfd.
     pub fn alloc_unbound(&self, remote: DomId) -> Result<(Port, EventFd), HvClientError> {
         let (a, fds) = self.call(&HvRequest::AllocUnbound { remote })?;
-        let port = a.port.ok_or_else(|| HvClientError::Protocol("no port".into()))?;
+        let port = a
+            .port
+            .ok_or_else(|| HvClientError::Protocol("no port".into()))?;
         Ok((port, EventFd::from_fd(Self::one_fd(fds)?)))
     }
 
@@ -567,15 +607,23 @@ mod tests {
         reg.apply(&RegistryChange::Created(info.clone()));
         hv.instantiate(&info).unwrap();
         let dir = std::env::temp_dir().join(format!("hvsock-{}", std::process::id()));
-        let server = HvSocketServer::start(Arc::clone(&hv), &dir, info.domid, "/x/socket".into()).unwrap();
+        let server =
+            HvSocketServer::start(Arc::clone(&hv), &dir, info.domid, "/x/socket".into()).unwrap();
         let c = HvClient::connect(&socket_path(&dir, info.domid)).unwrap();
         let hello = c.hello().unwrap();
-        assert_eq!((hello.domid, hello.frames, hello.grant_frames), (info.domid, 1024, 2));
+        assert_eq!(
+            (hello.domid, hello.frames, hello.grant_frames),
+            (info.domid, 1024, 2)
+        );
         // The memfd maps the very same frames.
         let mem = crate::memory::GuestMemory::from_fd(hello.memory).unwrap();
         mem.write(5, 0, b"shared").unwrap();
         let mut back = [0u8; 6];
-        hv.domain(info.domid).unwrap().memory().read(5, 0, &mut back).unwrap();
+        hv.domain(info.domid)
+            .unwrap()
+            .memory()
+            .read(5, 0, &mut back)
+            .unwrap();
         assert_eq!(&back, b"shared");
         // Event channels: alloc, the backend binds, notifications both ways.
         let (port, pending) = c.alloc_unbound(0).unwrap();

@@ -7,9 +7,14 @@
 //! talks to. SIGTERM/SIGINT stop it cleanly; `kill -9` loses nothing that was
 //! acknowledged (the journal is written before every reply).
 
+mod backend;
 mod bridges;
 mod domains;
+mod frontend;
 mod netbridge;
+mod vifs;
+
+pub use vifs::VifRow;
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -37,6 +42,10 @@ pub struct DaemonOptions {
     pub state_dir: PathBuf,
     /// fsync policy for the journal.
     pub sync: SyncPolicy,
+    /// Where relative hotplug script names resolve (domnet's own scripts).
+    pub script_dir: PathBuf,
+    /// How long a hotplug script may run.
+    pub hotplug_timeout: Duration,
 }
 
 /// The daemon's shared state, one per process.
@@ -52,6 +61,16 @@ pub struct Daemon {
     pub(crate) run_dir: PathBuf,
     /// Serialises network-bridge start/stop.
     pub(crate) netbridge_lock: tokio::sync::Mutex<()>,
+    /// Where relative hotplug script names resolve.
+    pub(crate) script_dir: PathBuf,
+    /// Hotplug script timeout.
+    pub(crate) hotplug_timeout: Duration,
+    /// Each guest's hypervisor socket (external frontends).
+    pub(crate) hvsocks:
+        std::sync::Mutex<std::collections::HashMap<u16, hypervisor::hvsock::HvSocketServer>>,
+    /// Serialises device changes per domain (attach/detach/destroy).
+    pub(crate) vif_locks:
+        std::sync::Mutex<std::collections::HashMap<u16, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// One row of `domnet list`.
@@ -106,6 +125,41 @@ pub(crate) fn toolstack_error(e: ToolstackError) -> Response {
 }
 
 impl Daemon {
+    /// The per-domain device lock (attach, detach and destroy of one domain serialise).
+    pub(crate) async fn vif_lock(&self, domid: u16) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = {
+            let mut locks = self.vif_locks.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(locks.entry(domid).or_default())
+        };
+        m.lock_owned().await
+    }
+
+    /// Opens a domain's hypervisor socket (external frontends).
+    pub(crate) fn open_hvsock(&self, domid: u16) {
+        match hypervisor::hvsock::HvSocketServer::start(
+            Arc::clone(self.xs.hypervisor()),
+            &self.run_dir,
+            domid,
+            self.xs.domain_socket(domid),
+        ) {
+            Ok(s) => {
+                self.hvsocks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(domid, s);
+            }
+            Err(e) => warn!("domain {domid}: hypervisor socket: {e}"),
+        }
+    }
+
+    /// Closes a domain's hypervisor socket.
+    pub(crate) fn close_hvsock(&self, domid: u16) {
+        self.hvsocks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&domid);
+    }
+
     /// Writes a JSON record to xenstore (durable before it returns).
     pub(crate) async fn store_json<T: Serialize>(
         &self,
@@ -146,7 +200,7 @@ impl Daemon {
         Ok(vswitch::port::PortConfig::uplink(port))
     }
 
-    async fn handle(&self, req: Request) -> Response {
+    async fn handle(self: &Arc<Self>, req: Request) -> Response {
         match req {
             Request::Create { config, path } => self.create(&config, &path).await,
             Request::Destroy { domain } => self.destroy(&domain).await,
@@ -192,6 +246,11 @@ impl Daemon {
             Request::Capture { .. } => {
                 Response::err(ErrorKind::Internal, "capture is a streaming request")
             }
+            Request::NetworkAttach { domain, spec } => self.network_attach(&domain, &spec).await,
+            Request::NetworkDetach { domain, device } => {
+                self.network_detach(&domain, &device).await
+            }
+            Request::NetworkList { domains } => self.network_list(&domains).await,
         }
     }
 
@@ -324,12 +383,17 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         started: Instant::now(),
         run_dir: opts.run_dir.clone(),
         netbridge_lock: tokio::sync::Mutex::new(()),
+        script_dir: opts.script_dir.clone(),
+        hotplug_timeout: opts.hotplug_timeout,
+        vif_locks: std::sync::Mutex::new(std::collections::HashMap::new()),
+        hvsocks: std::sync::Mutex::new(std::collections::HashMap::new()),
     });
     let result = rt.block_on(async {
         let t1 = Instant::now();
         daemon.restore_bridges().await;
         daemon.restore_netbridges().await;
-        daemon.restore_domains().await;
+        tokio::spawn(Arc::clone(&daemon).run_backend_driver());
+        Arc::clone(&daemon).restore_domains().await;
         info!(
             "configuration restored in {:.1} ms",
             t1.elapsed().as_secs_f64() * 1000.0

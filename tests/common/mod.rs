@@ -90,19 +90,20 @@ impl Daemon {
             .open(self.dir.join("daemon.log"))
             .unwrap();
         let t0 = Instant::now();
-        let mut cmd = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, bin()]);
-                c
-            }
-            None => Command::new(bin()),
-        };
+        // `--netns` (not `ip netns exec`, whose private mount namespace would hide the
+        // guest namespaces the daemon creates from the rest of the system).
+        let mut cmd = Command::new(bin());
+        if let Some(ns) = &self.netns {
+            cmd.args(["daemon", "--netns", ns]);
+        } else {
+            cmd.arg("daemon");
+        }
         let child = cmd
-            .args(["daemon", "--run-dir"])
+            .args(["--run-dir"])
             .arg(&self.run_dir)
             .arg("--state-dir")
             .arg(&self.state_dir)
+            .args(["--hotplug-timeout", "5"])
             .env("DOMNET_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -207,16 +207,12 @@ pub fn frontend_step(f: &FrontendFacts) -> Vec<FrontendAction> {
     use XenbusState as S;
     let mut out = Vec::new();
     match f.backend {
-        S::InitWait | S::Initialised => {
-            if !f.set_up && matches!(f.state, S::Initialising | S::Unknown | S::Closed) {
-                out.push(Setup);
-            }
+        S::InitWait | S::Initialised
+            if !f.set_up && matches!(f.state, S::Initialising | S::Unknown | S::Closed) =>
+        {
+            out.push(Setup);
         }
-        S::Connected => {
-            if f.set_up && f.state == S::Connected {
-                out.push(Start);
-            }
-        }
+        S::Connected if f.set_up && f.state == S::Connected => out.push(Start),
         S::Closing | S::Closed => {
             if f.set_up {
                 out.push(Teardown);

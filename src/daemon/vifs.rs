@@ -1,0 +1,561 @@
+//! The toolstack's vif verbs: `network-attach`, `network-detach`, `network-list`, as
+//! libxl does them (xen-networking.md §5, §6, §7).
+//!
+//! Attach writes, in one transaction, `/libxl/<D>/device/vif/<N>` (our durable record),
+//! the frontend directory (owned by the guest) and the backend directory (owned by
+//! dom0, `hotplug-status` present but empty). The backend driver probes and goes to
+//! InitWait; then the hotplug script runs and reports `hotplug-status`; the frontend
+//! (in the daemon for namespace domains) connects; the backend publishes Connected.
+//! Any failure rolls the attach back completely: no port, no xenstore node, no
+//! interface left.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use hypervisor::domain::DomainInfo;
+use hypervisor::xenstore::wire::XsError;
+use hypervisor::xenstored::XsClientError;
+use hypervisor::DomId;
+use netcfg::vifspec::{self, NicSelector, VifDefaults, VifSpec};
+use serde::Serialize;
+use tracing::{info, warn};
+use vif::hotplug::{self, HotplugCall, HotplugOutcome, VifEnv};
+use vif::xenbus::XenbusState;
+
+use super::{toolstack_error, Daemon};
+use crate::control::{ErrorKind, Response};
+
+/// libxl's wait for the backend to reach InitWait / Closed (`LIBXL_INIT_TIMEOUT`,
+/// `LIBXL_DESTROY_TIMEOUT`).
+const STATE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long attach waits for an in-daemon frontend to connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The xenstore paths of one vif.
+#[derive(Debug, Clone)]
+pub struct VifPaths {
+    /// `/libxl/<D>/device/vif/<N>`.
+    pub libxl: String,
+    /// `/local/domain/<D>/device/vif/<N>`.
+    pub frontend: String,
+    /// `/local/domain/0/backend/vif/<D>/<N>`.
+    pub backend: String,
+}
+
+impl VifPaths {
+    /// The paths of vif `devid` of `domid`.
+    pub fn new(domid: DomId, devid: u32) -> VifPaths {
+        VifPaths {
+            libxl: format!("/libxl/{domid}/device/vif/{devid}"),
+            frontend: format!("/local/domain/{domid}/device/vif/{devid}"),
+            backend: format!("/local/domain/0/backend/vif/{domid}/{devid}"),
+        }
+    }
+}
+
+/// One row of `network-list`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct VifRow {
+    /// Device id.
+    pub idx: u32,
+    /// Backend domain.
+    pub backend_id: u16,
+    /// MAC.
+    pub mac: String,
+    /// Handle (= devid).
+    pub handle: i64,
+    /// Frontend state.
+    pub state: i64,
+    /// Frontend `event-channel` (-1 with split channels).
+    pub evtch: i64,
+    /// `tx-ring-ref`.
+    pub tx_ring_ref: i64,
+    /// `rx-ring-ref`.
+    pub rx_ring_ref: i64,
+    /// Backend path.
+    pub be_path: String,
+    /// Backend state.
+    pub backend_state: i64,
+    /// The backend port name.
+    pub vif: String,
+    /// The bridge (or network) it joins.
+    pub bridge: String,
+}
+
+fn xs_msg(e: XsClientError) -> String {
+    e.to_string()
+}
+
+impl Daemon {
+    /// Where domnet's own hotplug scripts live.
+    pub(crate) fn script_dir(&self) -> String {
+        self.script_dir.display().to_string()
+    }
+
+    /// The defaults xl would apply (bridge xenbr0, script vif-bridge from our dir).
+    fn vif_defaults(&self) -> VifDefaults {
+        VifDefaults {
+            script_dir: self.script_dir(),
+            ..VifDefaults::default()
+        }
+    }
+
+    /// Devids recorded for a domain.
+    pub(crate) async fn devids(&self, domid: DomId) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .ctl
+            .directory(0, &format!("/libxl/{domid}/device/vif"))
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    async fn read_opt(&self, path: &str) -> Option<String> {
+        self.ctl.try_read_string(0, path).await.ok().flatten()
+    }
+
+    async fn state_of(&self, path: &str) -> XenbusState {
+        XenbusState::parse(self.read_opt(&format!("{path}/state")).await.as_deref())
+    }
+
+    /// Polls until `path/state` satisfies `want` or the timeout passes.
+    async fn wait_state(
+        &self,
+        path: &str,
+        timeout: Duration,
+        want: impl Fn(XenbusState) -> bool,
+    ) -> XenbusState {
+        let t0 = Instant::now();
+        loop {
+            let s = self.state_of(path).await;
+            if want(s) || t0.elapsed() >= timeout {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The backend port name of a vif.
+    pub(crate) fn vif_port_name(domid: DomId, devid: u32, vifname: Option<&str>) -> String {
+        vifname
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("vif{domid}.{devid}"))
+    }
+
+    /// Writes the three directories of a new vif in one transaction (retried on EAGAIN).
+    async fn write_vif_nodes(
+        &self,
+        info: &DomainInfo,
+        spec: &VifSpec,
+        devid: u32,
+    ) -> Result<VifPaths, String> {
+        let d = info.domid;
+        let p = VifPaths::new(d, devid);
+        let be_keys = spec.to_backend_keys().map_err(|e| e.to_string())?;
+        let fe_keys = spec.to_frontend_keys().map_err(|e| e.to_string())?;
+        let spec_json = serde_json::to_string(spec).map_err(|e| e.to_string())?;
+        for _attempt in 0..10 {
+            let tx = self.ctl.transaction_start().await.map_err(xs_msg)?;
+            let r: Result<(), XsClientError> = async {
+                let w = |path: String, value: String| async move {
+                    self.ctl.write(tx, &path, value.as_bytes()).await
+                };
+                // Directories first, with their permissions, so every key written
+                // below inherits them (as libxl's mknod-with-perms does).
+                self.ctl.mkdir(tx, &p.frontend).await?;
+                self.ctl
+                    .set_perms(tx, &p.frontend, &[format!("n{d}"), "r0".into()])
+                    .await?;
+                self.ctl.mkdir(tx, &p.backend).await?;
+                self.ctl
+                    .set_perms(tx, &p.backend, &["n0".into(), format!("r{d}")])
+                    .await?;
+                // Our own record (dom0 only).
+                w(format!("{}/frontend", p.libxl), p.frontend.clone()).await?;
+                w(format!("{}/backend", p.libxl), p.backend.clone()).await?;
+                w(format!("{}/domnet-spec", p.libxl), spec_json.clone()).await?;
+                // Frontend: owned by the guest, readable by the backend.
+                w(format!("{}/backend", p.frontend), p.backend.clone()).await?;
+                w(format!("{}/backend-id", p.frontend), "0".into()).await?;
+                w(format!("{}/state", p.frontend), "1".into()).await?;
+                for (k, v) in &fe_keys {
+                    w(format!("{}/{k}", p.frontend), v.clone()).await?;
+                }
+                // mtu: read-only to the guest.
+                w(
+                    format!("{}/mtu", p.frontend),
+                    spec.effective_mtu().to_string(),
+                )
+                .await?;
+                self.ctl
+                    .set_perms(
+                        tx,
+                        &format!("{}/mtu", p.frontend),
+                        &["n0".into(), format!("r{d}")],
+                    )
+                    .await?;
+                // Backend: owned by dom0, readable by the guest.
+                w(format!("{}/frontend", p.backend), p.frontend.clone()).await?;
+                w(format!("{}/frontend-id", p.backend), d.to_string()).await?;
+                w(format!("{}/online", p.backend), "1".into()).await?;
+                w(format!("{}/state", p.backend), "1".into()).await?;
+                for (k, v) in &be_keys {
+                    w(format!("{}/{k}", p.backend), v.clone()).await?;
+                }
+                w(format!("{}/hotplug-status", p.backend), String::new()).await?;
+                Ok(())
+            }
+            .await;
+            match r {
+                Ok(()) => match self.ctl.transaction_end(tx, true).await {
+                    Ok(()) => return Ok(p),
+                    Err(XsClientError::Xs(XsError::EAGAIN)) => continue,
+                    Err(e) => return Err(xs_msg(e)),
+                },
+                Err(e) => {
+                    let _ = self.ctl.transaction_end(tx, false).await;
+                    return Err(xs_msg(e));
+                }
+            }
+        }
+        Err("xenstore transaction kept conflicting".into())
+    }
+
+    /// Runs the vif's hotplug script.
+    async fn run_hotplug(
+        &self,
+        domid: DomId,
+        devid: u32,
+        command: &str,
+    ) -> Option<(PathBuf, HotplugOutcome)> {
+        let p = VifPaths::new(domid, devid);
+        let script = PathBuf::from(self.read_opt(&format!("{}/script", p.backend)).await?);
+        let vifname = self.read_opt(&format!("{}/vifname", p.backend)).await;
+        let env = VifEnv {
+            domid,
+            devid,
+            vif: Self::vif_port_name(domid, devid, vifname.as_deref()),
+            netdev: self
+                .read_opt(&format!("{}/gatewaydev", p.backend))
+                .await
+                .unwrap_or_default(),
+            xenstored_path: self.xs.dom0_socket(),
+            extra: vec![
+                (
+                    "DOMNET".into(),
+                    std::env::current_exe()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|_| "domnet".into()),
+                ),
+                ("DOMNET_RUN_DIR".into(), self.run_dir.display().to_string()),
+            ],
+        };
+        let call = HotplugCall::vif(&script, command, &env);
+        let log = self.run_dir.join("hotplug.log");
+        let outcome = hotplug::run(&call, self.hotplug_timeout, Some(&log)).await;
+        Some((script, outcome))
+    }
+
+    /// `domnet network-attach DOM SPEC…`.
+    pub async fn network_attach(&self, dom: &str, items: &[String]) -> Response {
+        let info = match self.xs.lookup_domain(dom.to_string()).await {
+            Ok(i) => i,
+            Err(e) => return toolstack_error(e),
+        };
+        if info.domid == 0 {
+            return Response::err(ErrorKind::BadInput, "dom0 has no frontend vifs");
+        }
+        // Each word is one item; words may also hold several comma-separated items.
+        let split: Vec<String> = items
+            .iter()
+            .flat_map(|w| {
+                w.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.trim_start().to_string())
+            })
+            .collect();
+        let mut spec = match vifspec::parse_vif_items(&split) {
+            Ok(s) => s,
+            Err(e) => return Response::err(ErrorKind::BadInput, e.to_string()),
+        };
+        if let Err(e) = spec.fill_defaults(&self.vif_defaults(), &mut rand::thread_rng()) {
+            return Response::err(ErrorKind::BadInput, e.to_string());
+        }
+        let _guard = self.vif_lock(info.domid).await;
+        let existing = self.devids(info.domid).await;
+        let devid = match spec.devid {
+            Some(d) if existing.contains(&d) => {
+                return Response::err(
+                    ErrorKind::BadInput,
+                    format!("device vif/{d} of {} already exists", info.name),
+                )
+            }
+            Some(d) => d,
+            None => vifspec::next_attach_devid(&existing),
+        };
+        spec.devid = Some(devid);
+        let warnings = spec.warnings.clone();
+        match self.attach_vif(&info, &spec).await {
+            Ok(row) => Response::ok(row).with_warnings(warnings),
+            Err(msg) => Response::err(ErrorKind::Failed, msg).with_warnings(warnings),
+        }
+    }
+
+    /// The attach sequence for one vif whose devid is set; rolls back on failure.
+    pub(crate) async fn attach_vif(
+        &self,
+        info: &DomainInfo,
+        spec: &VifSpec,
+    ) -> Result<VifRow, String> {
+        let devid = spec.devid.ok_or("devid unset")?;
+        let d = info.domid;
+        let t0 = Instant::now();
+        let paths = self.write_vif_nodes(info, spec, devid).await?;
+        let result = self.bring_up(info, devid, &paths).await;
+        match result {
+            Ok(()) => {
+                info!(
+                    "vif{d}.{devid} of {} attached in {:.1} ms",
+                    info.name,
+                    t0.elapsed().as_secs_f64() * 1000.0
+                );
+                Ok(self.vif_row(d, devid).await)
+            }
+            Err(msg) => {
+                warn!("attaching vif{d}.{devid} failed, rolling back: {msg}");
+                self.remove_vif(d, devid, true).await;
+                Err(msg)
+            }
+        }
+    }
+
+    /// Walks an existing vif's handshake again (daemon restart).
+    pub(crate) async fn restart_vif(&self, info: &DomainInfo, devid: u32) -> Result<(), String> {
+        self.bring_up(info, devid, &VifPaths::new(info.domid, devid))
+            .await
+    }
+
+    async fn bring_up(&self, info: &DomainInfo, devid: u32, p: &VifPaths) -> Result<(), String> {
+        let s = self
+            .wait_state(&p.backend, STATE_TIMEOUT, |s| s == XenbusState::InitWait)
+            .await;
+        if s != XenbusState::InitWait {
+            return Err(format!(
+                "backend {} did not reach InitWait (state {s})",
+                p.backend
+            ));
+        }
+        let Some((script, outcome)) = self.run_hotplug(info.domid, devid, "online").await else {
+            return Err("backend has no script".into());
+        };
+        let status = self
+            .read_opt(&format!("{}/hotplug-status", p.backend))
+            .await;
+        let hp_error = self.read_opt(&format!("{}/hotplug-error", p.backend)).await;
+        if !outcome.success() || status.as_deref() != Some("connected") {
+            let why = match (&outcome, hp_error) {
+                (_, Some(e)) if !e.is_empty() => e,
+                (o, _) if !o.success() => o.describe(&script),
+                _ => format!(
+                    "{} exited without reporting hotplug-status",
+                    script.display()
+                ),
+            };
+            // What libxl shows the user; the nodes go with the rollback.
+            let _ = self
+                .ctl
+                .write(0, &format!("{}/hotplug-error", p.backend), why.as_bytes())
+                .await;
+            let _ = self
+                .ctl
+                .write(0, &format!("{}/hotplug-status", p.backend), b"error")
+                .await;
+            return Err(format!("hotplug script failed: {why}"));
+        }
+        if self.builtin_frontend(info.domid).await {
+            let s = self
+                .wait_state(&p.backend, CONNECT_TIMEOUT, |s| s == XenbusState::Connected)
+                .await;
+            if s != XenbusState::Connected {
+                let fe = self.state_of(&p.frontend).await;
+                return Err(format!(
+                    "vif did not connect (backend state {s}, frontend state {fe})"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Walks a vif back (libxl's device removal): online=0, Closing, wait for Closed,
+    /// offline script, then remove every node. `force` skips waiting on a frontend.
+    pub(crate) async fn remove_vif(&self, domid: DomId, devid: u32, force: bool) {
+        let p = VifPaths::new(domid, devid);
+        if self
+            .read_opt(&format!("{}/frontend", p.backend))
+            .await
+            .is_some()
+        {
+            for _ in 0..10 {
+                let Ok(tx) = self.ctl.transaction_start().await else {
+                    break;
+                };
+                let _ = self
+                    .ctl
+                    .write(tx, &format!("{}/online", p.backend), b"0")
+                    .await;
+                let st = self
+                    .ctl
+                    .try_read_string(tx, &format!("{}/state", p.backend))
+                    .await
+                    .ok()
+                    .flatten();
+                if st.as_deref() != Some("6") {
+                    let _ = self
+                        .ctl
+                        .write(tx, &format!("{}/state", p.backend), b"5")
+                        .await;
+                }
+                match self.ctl.transaction_end(tx, true).await {
+                    Err(XsClientError::Xs(XsError::EAGAIN)) => continue,
+                    _ => break,
+                }
+            }
+            let timeout = if force {
+                Duration::from_secs(2)
+            } else {
+                STATE_TIMEOUT
+            };
+            let s = self
+                .wait_state(&p.backend, timeout, |s| s == XenbusState::Closed)
+                .await;
+            if s != XenbusState::Closed {
+                // libxl's forced path: take the frontend away and wait once more.
+                warn!("vif{domid}.{devid}: backend stuck in state {s}; removing the frontend");
+                let _ = self.ctl.rm(0, &p.frontend).await;
+                self.wait_state(&p.backend, Duration::from_secs(2), |s| {
+                    s == XenbusState::Closed
+                })
+                .await;
+            }
+            if let Some((script, outcome)) = self.run_hotplug(domid, devid, "offline").await {
+                if !outcome.success() {
+                    warn!("vif{domid}.{devid}: {}", outcome.describe(&script));
+                }
+            }
+        }
+        for _ in 0..10 {
+            let Ok(tx) = self.ctl.transaction_start().await else {
+                break;
+            };
+            let _ = self.ctl.rm(tx, &p.frontend).await;
+            let _ = self.ctl.rm(tx, &p.libxl).await;
+            let _ = self.ctl.rm(tx, &p.backend).await;
+            match self.ctl.transaction_end(tx, true).await {
+                Err(XsClientError::Xs(XsError::EAGAIN)) => continue,
+                _ => break,
+            }
+        }
+        // Empty parents go too (libxl leaves no debris).
+        let be_dom = format!("/local/domain/0/backend/vif/{domid}");
+        if self
+            .ctl
+            .directory(0, &be_dom)
+            .await
+            .map(|c| c.is_empty())
+            .unwrap_or(false)
+        {
+            let _ = self.ctl.rm(0, &be_dom).await;
+        }
+    }
+
+    /// `domnet network-detach DOM DEVID|MAC`.
+    pub async fn network_detach(&self, dom: &str, which: &str) -> Response {
+        let info = match self.xs.lookup_domain(dom.to_string()).await {
+            Ok(i) => i,
+            Err(e) => return toolstack_error(e),
+        };
+        let target = match vifspec::parse_detach_target(which) {
+            Ok(t) => t,
+            Err(e) => return Response::err(ErrorKind::BadInput, e.to_string()),
+        };
+        let _guard = self.vif_lock(info.domid).await;
+        let devids = self.devids(info.domid).await;
+        let devid = match target {
+            NicSelector::Devid(d) if devids.contains(&d) => d,
+            NicSelector::Devid(_) => {
+                return Response::err(ErrorKind::BadInput, format!("Unknown device {which}."))
+            }
+            NicSelector::Mac(mac) => {
+                let mut found = None;
+                for d in &devids {
+                    let m = self
+                        .read_opt(&format!("{}/mac", VifPaths::new(info.domid, *d).frontend))
+                        .await;
+                    if m.as_deref() == Some(&mac.to_string()) {
+                        found = Some(*d);
+                        break;
+                    }
+                }
+                match found {
+                    Some(d) => d,
+                    None => {
+                        return Response::err(
+                            ErrorKind::BadInput,
+                            format!("Unknown device {which}."),
+                        )
+                    }
+                }
+            }
+        };
+        self.remove_vif(info.domid, devid, false).await;
+        Response::ok(serde_json::json!({ "domain": info.name, "devid": devid }))
+    }
+
+    /// One `network-list` row.
+    pub(crate) async fn vif_row(&self, domid: DomId, devid: u32) -> VifRow {
+        let p = VifPaths::new(domid, devid);
+        let num = |v: Option<String>| v.and_then(|s| s.trim().parse::<i64>().ok()).unwrap_or(-1);
+        let fe = |k: &str| format!("{}/{k}", p.frontend);
+        let vifname = self.read_opt(&format!("{}/vifname", p.backend)).await;
+        VifRow {
+            idx: devid,
+            backend_id: self
+                .read_opt(&fe("backend-id"))
+                .await
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            mac: self.read_opt(&fe("mac")).await.unwrap_or_default(),
+            handle: num(self.read_opt(&fe("handle")).await),
+            state: num(self.read_opt(&fe("state")).await),
+            evtch: num(self.read_opt(&fe("event-channel")).await),
+            tx_ring_ref: num(self.read_opt(&fe("tx-ring-ref")).await),
+            rx_ring_ref: num(self.read_opt(&fe("rx-ring-ref")).await),
+            be_path: p.backend.clone(),
+            backend_state: num(self.read_opt(&format!("{}/state", p.backend)).await),
+            vif: Self::vif_port_name(domid, devid, vifname.as_deref()),
+            bridge: self
+                .read_opt(&format!("{}/bridge", p.backend))
+                .await
+                .unwrap_or_default(),
+        }
+    }
+
+    /// `domnet network-list DOM…`.
+    pub async fn network_list(&self, doms: &[String]) -> Response {
+        let mut rows = Vec::new();
+        for dom in doms {
+            let info = match self.xs.lookup_domain(dom.clone()).await {
+                Ok(i) => i,
+                Err(e) => return toolstack_error(e),
+            };
+            for devid in self.devids(info.domid).await {
+                rows.push(self.vif_row(info.domid, devid).await);
+            }
+        }
+        Response::ok(rows)
+    }
+}

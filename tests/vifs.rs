@@ -1,0 +1,203 @@
+//! vif lifecycle through the toolstack, in namespaces: the classic Xen walkthrough
+//! (create with a vif, network-attach to another bridge, network-list, network-detach),
+//! and hotplug scripts that fail or hang.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{require_root, unique, wait_for, Daemon, Netns};
+
+fn guest_sh(name: &str, cmd: &str) -> std::process::Output {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", name, "sh", "-c", cmd])
+        .output()
+        .unwrap()
+}
+
+fn guest_ok(name: &str, cmd: &str) -> String {
+    let o = guest_sh(name, cmd);
+    assert!(
+        o.status.success(),
+        "[{name}] {cmd}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn xs_read(d: &Daemon, path: &str) -> Option<String> {
+    let o = d.xs_tool(&d.dom0_socket(), "xenstore-read", &[path]);
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).trim_end().to_string())
+}
+
+#[test]
+fn classic_xen_walkthrough() {
+    require_root();
+    let dom0 = Netns::new("wk0-");
+    let d = Daemon::start_in(&dom0.name);
+    d.ok(&["bridge", "add", "xenbr0"]);
+    d.ok(&["bridge", "add", "xenbr1"]);
+    dom0.sh("ip addr add 10.220.0.1/24 dev xenbr0 && ip addr add 10.221.0.1/24 dev xenbr1");
+
+    let g = unique("wk");
+    let id = d.create(&g, "vif = [ 'bridge=xenbr0' ]");
+    // The guest sees eth0 with the vif's MAC; the backend is Connected.
+    let mac = xs_read(&d, &format!("/local/domain/{id}/device/vif/0/mac")).unwrap();
+    let link = guest_ok(&g, "cat /sys/class/net/eth0/address");
+    assert_eq!(link.trim(), mac);
+    assert!(mac.starts_with("00:16:3e:"), "{mac}");
+    assert_eq!(
+        xs_read(&d, &format!("/local/domain/0/backend/vif/{id}/0/state")).as_deref(),
+        Some("4")
+    );
+    assert_eq!(
+        xs_read(
+            &d,
+            &format!("/local/domain/0/backend/vif/{id}/0/hotplug-status")
+        )
+        .as_deref(),
+        Some("connected")
+    );
+    guest_ok(
+        &g,
+        "ip addr add 10.220.0.2/24 dev eth0 && ip link set eth0 up",
+    );
+    guest_ok(&g, "ping -c 2 -i 0.2 -W 2 10.220.0.1");
+
+    // network-attach to xenbr1: eth1 appears and passes traffic.
+    d.ok(&["network-attach", &g, "bridge=xenbr1"]);
+    guest_ok(
+        &g,
+        "ip addr add 10.221.0.2/24 dev eth1 && ip link set eth1 up",
+    );
+    guest_ok(&g, "ping -c 2 -i 0.2 -W 2 10.221.0.1");
+    let show = d.ok(&["bridge", "show"]);
+    assert!(
+        show.contains(&format!("vif{id}.0")) && show.contains(&format!("vif{id}.1")),
+        "{show}"
+    );
+
+    // network-list: two rows in Xen's format, both state 4.
+    let list = d.ok(&["network-list", &g]);
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 3, "{list}");
+    assert!(lines[0]
+        .starts_with("Idx BE Mac Addr.         handle state evt-ch   tx-/rx-ring-ref BE-path"));
+    for (i, row) in lines[1..].iter().enumerate() {
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cols[0], i.to_string(), "{row}");
+        assert_eq!(cols[4], "4", "state 4: {row}");
+        assert!(
+            cols.last()
+                .unwrap()
+                .ends_with(&format!("/backend/vif/{id}/{i}")),
+            "{row}"
+        );
+    }
+
+    // network-detach DOM 1: the vif and every xenstore node of it are gone.
+    d.ok(&["network-detach", &g, "1"]);
+    assert!(xs_read(&d, &format!("/local/domain/{id}/device/vif/1/state")).is_none());
+    assert!(xs_read(&d, &format!("/local/domain/0/backend/vif/{id}/1/state")).is_none());
+    assert!(xs_read(&d, &format!("/libxl/{id}/device/vif/1/backend")).is_none());
+    assert!(wait_for(Duration::from_secs(5), || guest_sh(
+        &g,
+        "ip link show eth1"
+    )
+    .status
+    .code()
+        != Some(0)));
+    let show = d.ok(&["bridge", "show"]);
+    assert!(!show.contains(&format!("vif{id}.1")), "{show}");
+    assert_eq!(d.ok(&["network-list", &g]).lines().count(), 2);
+    // eth0 still works.
+    guest_ok(&g, "ping -c 1 -W 2 10.220.0.1");
+    // Detaching by MAC works too; an unknown device is refused.
+    assert_eq!(d.cli(&["network-detach", &g, "7"]).status.code(), Some(1));
+    d.ok(&["network-detach", &g, &mac]);
+    assert!(
+        xs_read(&d, &format!("/local/domain/0/backend/vif/{id}")).is_none(),
+        "no debris left"
+    );
+
+    d.ok(&["destroy", &g]);
+    assert!(!std::path::Path::new(&format!("/run/netns/{g}")).exists());
+}
+
+#[test]
+fn failing_and_hanging_hotplug_scripts_roll_back_completely() {
+    require_root();
+    let dom0 = Netns::new("hp0-");
+    let d = Daemon::start_in(&dom0.name);
+    d.ok(&["bridge", "add", "xenbr0"]);
+    let g = unique("hp");
+    let id = d.create(&g, "");
+    let fail = d.dir.join("vif-fail");
+    std::fs::write(&fail, "#!/bin/sh\necho 'refusing on purpose' >&2\nexit 1\n").unwrap();
+    let hang = d.dir.join("vif-hang");
+    std::fs::write(&hang, "#!/bin/sh\nsleep 600\n").unwrap();
+    for s in [&fail, &hang] {
+        std::process::Command::new("chmod")
+            .arg("+x")
+            .arg(s)
+            .status()
+            .unwrap();
+    }
+
+    let o = d.cli(&["network-attach", &g, &format!("script={}", fail.display())]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("refusing on purpose"),
+        "the user sees the script's error: {err}"
+    );
+    let check_clean = |what: &str| {
+        assert!(
+            xs_read(&d, &format!("/local/domain/0/backend/vif/{id}/0/state")).is_none(),
+            "{what}: backend dir left"
+        );
+        assert!(
+            xs_read(&d, &format!("/local/domain/{id}/device/vif/0/state")).is_none(),
+            "{what}: frontend dir left"
+        );
+        assert!(
+            xs_read(&d, &format!("/libxl/{id}/device/vif/0/backend")).is_none(),
+            "{what}: libxl record left"
+        );
+        let stats = d.ok(&["stats", "--json"]);
+        assert!(
+            !stats.contains(&format!("\"vif{id}.0\"")),
+            "{what}: port left: {stats}"
+        );
+        assert!(
+            wait_for(Duration::from_secs(5), || guest_sh(&g, "ip link show eth0")
+                .status
+                .code()
+                != Some(0)),
+            "{what}: eth0 left in the guest"
+        );
+    };
+    check_clean("failing script");
+
+    // A hanging script is killed at the timeout (the test daemon uses 5 s).
+    let t0 = std::time::Instant::now();
+    let o = d.cli(&["network-attach", &g, &format!("script={}", hang.display())]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("timed out"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(t0.elapsed() < Duration::from_secs(20));
+    check_clean("hanging script");
+
+    // The daemon is healthy: a good attach works afterwards.
+    d.ok(&["network-attach", &g, "bridge=xenbr0"]);
+    assert_eq!(
+        xs_read(&d, &format!("/local/domain/0/backend/vif/{id}/0/state")).as_deref(),
+        Some("4")
+    );
+}
