@@ -185,19 +185,68 @@ impl Daemon {
         }
     }
 
-    /// The switch-side configuration for attaching `port` to a bridge.
-    pub(crate) async fn port_config_for(
-        &self,
-        port: &str,
-    ) -> Result<vswitch::port::PortConfig, Response> {
+    /// The backend directory of a vif port (`vif<D>.<N>`, or a custom `vifname`).
+    pub(crate) async fn vif_backend_of(&self, port: &str) -> Option<String> {
+        if let Some((d, n)) = port
+            .strip_prefix("vif")
+            .and_then(|r| r.split_once('.'))
+            .and_then(|(d, n)| Some((d.parse::<u16>().ok()?, n.parse::<u32>().ok()?)))
+        {
+            let be = format!("/local/domain/0/backend/vif/{d}/{n}");
+            if self.ctl.try_read_string(0, &format!("{be}/frontend")).await.ok().flatten().is_some() {
+                return Some(be);
+            }
+        }
+        for d in self.ctl.directory(0, "/local/domain/0/backend/vif").await.unwrap_or_default() {
+            for n in self
+                .ctl
+                .directory(0, &format!("/local/domain/0/backend/vif/{d}"))
+                .await
+                .unwrap_or_default()
+            {
+                let be = format!("/local/domain/0/backend/vif/{d}/{n}");
+                if self.ctl.try_read_string(0, &format!("{be}/vifname")).await.ok().flatten().as_deref() == Some(port) {
+                    return Some(be);
+                }
+            }
+        }
+        None
+    }
+
+    /// The switch-side configuration for attaching `port` to a bridge: a vif gets its
+    /// identity (MAC, `ip=` addresses, MTU) so the switch can enforce it; anything
+    /// else is an uplink.
+    pub(crate) async fn port_config_for(&self, port: &str) -> Result<vswitch::port::PortConfig, Response> {
         let ports = self.dp.ports().await.map_err(bridges::dp_error)?;
         if !ports.iter().any(|p| p.name == port) {
-            return Err(Response::err(
-                ErrorKind::BadInput,
-                format!("no port named `{port}`"),
-            ));
+            return Err(Response::err(ErrorKind::BadInput, format!("no port named `{port}`")));
         }
-        Ok(vswitch::port::PortConfig::uplink(port))
+        let Some(be) = self.vif_backend_of(port).await else {
+            return Ok(vswitch::port::PortConfig::uplink(port));
+        };
+        let read = |k: &str| {
+            let p = format!("{be}/{k}");
+            async move { self.ctl.try_read_string(0, &p).await.ok().flatten() }
+        };
+        let mac: netcfg::vifspec::MacAddr = read("mac")
+            .await
+            .and_then(|m| m.parse().ok())
+            .ok_or_else(|| Response::err(ErrorKind::Failed, format!("vif {port} has no valid mac in {be}")))?;
+        let mut vif = vswitch::port::VifConfig::new(vswitch::MacAddr(mac.0));
+        for a in read("ip").await.unwrap_or_default().split_whitespace() {
+            let spec: netcfg::vifspec::IpAddrSpec = a
+                .parse()
+                .map_err(|_| Response::err(ErrorKind::Failed, format!("vif {port}: bad ip `{a}`")))?;
+            match spec.addr {
+                std::net::IpAddr::V4(v4) => vif.allowed_ipv4.push(vswitch::wire::Ipv4Cidr::from(v4)),
+                std::net::IpAddr::V6(v6) => vif.allowed_ipv6.push(vswitch::wire::Ipv6Cidr::from(v6)),
+            }
+        }
+        let mut cfg = vswitch::port::PortConfig::vif(port, vif);
+        if let Some(mtu) = read("mtu").await.and_then(|m| m.parse().ok()) {
+            cfg.mtu = mtu;
+        }
+        Ok(cfg)
     }
 
     async fn handle(self: &Arc<Self>, req: Request) -> Response {
