@@ -201,6 +201,78 @@ pub fn network_list(run_dir: &Path, domains: Vec<String>, json: bool) -> ExitCod
     })())
 }
 
+/// `domnet net define FILE`.
+pub fn net_define(run_dir: &Path, file: &Path) -> ExitCode {
+    done((|| {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            eprintln!("domnet: cannot read {}: {e}", file.display());
+            ExitCode::from(EXIT_FAILED)
+        })?;
+        request(
+            run_dir,
+            &Request::NetDefine {
+                config: text,
+                path: file.display().to_string(),
+            },
+        )
+        .map(|_| ())
+    })())
+}
+
+/// `domnet net list`: virsh net-list's columns plus the bridge and address.
+pub fn net_list(run_dir: &Path, json: bool) -> ExitCode {
+    done((|| {
+        let data = request(run_dir, &Request::NetList)?;
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&data).unwrap_or_default()
+            );
+            return Ok(());
+        }
+        let rows: Vec<serde_json::Value> = decode(data)?;
+        println!(
+            "{:<16} {:<9} {:<10} {:<12} {:<20} {:<5}",
+            "Name", "State", "Autostart", "Bridge", "Address", "Forward"
+        );
+        for r in rows {
+            println!(
+                "{:<16} {:<9} {:<10} {:<12} {:<20} {:<5}",
+                r["name"].as_str().unwrap_or_default(),
+                if r["active"].as_bool().unwrap_or(false) {
+                    "active"
+                } else {
+                    "inactive"
+                },
+                if r["autostart"].as_bool().unwrap_or(false) {
+                    "yes"
+                } else {
+                    "no"
+                },
+                r["bridge"].as_str().unwrap_or_default(),
+                r["address"].as_str().unwrap_or_default(),
+                r["forward"].as_str().unwrap_or_default()
+            );
+        }
+        Ok(())
+    })())
+}
+
+/// `domnet net forward add|del|list NAME [SPEC]`.
+pub fn net_forward(run_dir: &Path, action: String, name: String, spec: Option<String>) -> ExitCode {
+    done((|| {
+        let list = action == "list";
+        let data = request(run_dir, &Request::NetForward { name, action, spec })?;
+        if list {
+            let rows: Vec<String> = decode(data)?;
+            for r in rows {
+                println!("{r}");
+            }
+        }
+        Ok(())
+    })())
+}
+
 /// Verbs whose success needs no output.
 pub fn simple(run_dir: &Path, req: Request) -> ExitCode {
     done(request(run_dir, &req).map(|_| ()))

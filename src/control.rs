@@ -131,6 +131,34 @@ pub enum Request {
         /// Names or ids.
         domains: Vec<String>,
     },
+    /// Define (or redefine) a NAT network from TOML.
+    NetDefine {
+        /// The file's contents.
+        config: String,
+        /// Its path, for messages.
+        path: String,
+    },
+    /// Start a network.
+    NetStart {
+        /// Network name.
+        name: String,
+    },
+    /// Stop a network.
+    NetStop {
+        /// Network name.
+        name: String,
+    },
+    /// List networks.
+    NetList,
+    /// Port forwards of a network.
+    NetForward {
+        /// Network name.
+        name: String,
+        /// add, del or list.
+        action: String,
+        /// PROTO:HOSTPORT:GUESTIP:GUESTPORT.
+        spec: Option<String>,
+    },
     /// Stream a pcap of a port's frames (the answer line is followed by pcap bytes).
     Capture {
         /// Port.

@@ -125,6 +125,10 @@ enum Command {
     /// A bridge's MAC table: show, add, del.
     #[command(subcommand)]
     Fdb(FdbCmd),
+    /// NAT networks (libvirt's virbr0, inside the switch): define, start, stop, list,
+    /// forward.
+    #[command(subcommand)]
+    Net(NetCmd),
     /// Capture a port's frames as pcap (to stdout unless -w).
     Capture {
         /// The port.
@@ -177,6 +181,41 @@ enum BridgeCmd {
         bridge: String,
         /// Port.
         port: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NetCmd {
+    /// Define (or redefine) a network from a TOML file.
+    Define {
+        /// The definition.
+        file: PathBuf,
+    },
+    /// Start a network (its bridge, gateway, DHCP, DNS and NAT).
+    Start {
+        /// Network name.
+        name: String,
+    },
+    /// Stop a network (it must have no vifs).
+    Stop {
+        /// Network name.
+        name: String,
+    },
+    /// List networks.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Port forwards: `forward add|del NAME PROTO:HOSTPORT:GUESTIP:GUESTPORT`,
+    /// `forward list NAME`.
+    Forward {
+        /// add, del or list.
+        action: String,
+        /// Network name.
+        name: String,
+        /// PROTO:HOSTPORT:GUESTIP:GUESTPORT (add, del).
+        spec: Option<String>,
     },
 }
 
@@ -301,6 +340,17 @@ fn main() -> ExitCode {
             }
             FdbCmd::Del { bridge, mac } => {
                 cli::simple(&cli.run_dir, control::Request::FdbDel { bridge, mac })
+            }
+        },
+        Command::Net(n) => match n {
+            NetCmd::Define { file } => cli::net_define(&cli.run_dir, &file),
+            NetCmd::Start { name } => {
+                cli::simple(&cli.run_dir, control::Request::NetStart { name })
+            }
+            NetCmd::Stop { name } => cli::simple(&cli.run_dir, control::Request::NetStop { name }),
+            NetCmd::List { json } => cli::net_list(&cli.run_dir, json),
+            NetCmd::Forward { action, name, spec } => {
+                cli::net_forward(&cli.run_dir, action, name, spec)
             }
         },
         Command::Capture { port, file, count } => cli::capture(&cli.run_dir, port, file, count),

@@ -9,6 +9,7 @@ pub mod rtnl;
 pub mod sysctl;
 pub mod tap;
 
+pub mod netdef;
 pub mod rate;
 pub mod vifspec;
 pub mod xlcfg;

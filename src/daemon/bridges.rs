@@ -195,8 +195,16 @@ impl Daemon {
             }
             Err(r) => return r,
         };
+        let vif = config.vif_config().cloned();
         match self.dp.attach(port, bridge, config).await {
-            Ok(()) => Response::ok(serde_json::json!({ "bridge": bridge, "port": port })),
+            Ok(()) => {
+                // A vif with ip= on a NAT network: DHCP binds its MAC to that address.
+                if let Some(v) = vif.filter(|v| !v.allowed_ipv4.is_empty()) {
+                    let ips = v.allowed_ipv4.iter().map(|c| c.addr()).collect();
+                    self.nat_static_guest(bridge, v.mac, ips, true).await;
+                }
+                Response::ok(serde_json::json!({ "bridge": bridge, "port": port }))
+            }
             Err(e) => dp_error(e),
         }
     }
@@ -217,6 +225,12 @@ impl Daemon {
                 }
             },
             Err(e) => return dp_error(e),
+        }
+        if let Ok(c) = self.port_config_for(port).await {
+            if let Some(v) = c.vif_config().filter(|v| !v.allowed_ipv4.is_empty()) {
+                let ips = v.allowed_ipv4.iter().map(|c| c.addr()).collect();
+                self.nat_static_guest(bridge, v.mac, ips, false).await;
+            }
         }
         match self.dp.detach(port).await {
             Ok(()) => Response::ok(serde_json::json!({ "bridge": bridge, "port": port })),

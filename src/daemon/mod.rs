@@ -12,6 +12,7 @@ mod bridges;
 mod domains;
 mod frontend;
 mod netbridge;
+mod networks;
 mod vifs;
 
 pub use vifs::VifRow;
@@ -193,11 +194,23 @@ impl Daemon {
             .and_then(|(d, n)| Some((d.parse::<u16>().ok()?, n.parse::<u32>().ok()?)))
         {
             let be = format!("/local/domain/0/backend/vif/{d}/{n}");
-            if self.ctl.try_read_string(0, &format!("{be}/frontend")).await.ok().flatten().is_some() {
+            if self
+                .ctl
+                .try_read_string(0, &format!("{be}/frontend"))
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+            {
                 return Some(be);
             }
         }
-        for d in self.ctl.directory(0, "/local/domain/0/backend/vif").await.unwrap_or_default() {
+        for d in self
+            .ctl
+            .directory(0, "/local/domain/0/backend/vif")
+            .await
+            .unwrap_or_default()
+        {
             for n in self
                 .ctl
                 .directory(0, &format!("/local/domain/0/backend/vif/{d}"))
@@ -205,7 +218,15 @@ impl Daemon {
                 .unwrap_or_default()
             {
                 let be = format!("/local/domain/0/backend/vif/{d}/{n}");
-                if self.ctl.try_read_string(0, &format!("{be}/vifname")).await.ok().flatten().as_deref() == Some(port) {
+                if self
+                    .ctl
+                    .try_read_string(0, &format!("{be}/vifname"))
+                    .await
+                    .ok()
+                    .flatten()
+                    .as_deref()
+                    == Some(port)
+                {
                     return Some(be);
                 }
             }
@@ -216,10 +237,16 @@ impl Daemon {
     /// The switch-side configuration for attaching `port` to a bridge: a vif gets its
     /// identity (MAC, `ip=` addresses, MTU) so the switch can enforce it; anything
     /// else is an uplink.
-    pub(crate) async fn port_config_for(&self, port: &str) -> Result<vswitch::port::PortConfig, Response> {
+    pub(crate) async fn port_config_for(
+        &self,
+        port: &str,
+    ) -> Result<vswitch::port::PortConfig, Response> {
         let ports = self.dp.ports().await.map_err(bridges::dp_error)?;
         if !ports.iter().any(|p| p.name == port) {
-            return Err(Response::err(ErrorKind::BadInput, format!("no port named `{port}`")));
+            return Err(Response::err(
+                ErrorKind::BadInput,
+                format!("no port named `{port}`"),
+            ));
         }
         let Some(be) = self.vif_backend_of(port).await else {
             return Ok(vswitch::port::PortConfig::uplink(port));
@@ -231,15 +258,24 @@ impl Daemon {
         let mac: netcfg::vifspec::MacAddr = read("mac")
             .await
             .and_then(|m| m.parse().ok())
-            .ok_or_else(|| Response::err(ErrorKind::Failed, format!("vif {port} has no valid mac in {be}")))?;
+            .ok_or_else(|| {
+                Response::err(
+                    ErrorKind::Failed,
+                    format!("vif {port} has no valid mac in {be}"),
+                )
+            })?;
         let mut vif = vswitch::port::VifConfig::new(vswitch::MacAddr(mac.0));
         for a in read("ip").await.unwrap_or_default().split_whitespace() {
-            let spec: netcfg::vifspec::IpAddrSpec = a
-                .parse()
-                .map_err(|_| Response::err(ErrorKind::Failed, format!("vif {port}: bad ip `{a}`")))?;
+            let spec: netcfg::vifspec::IpAddrSpec = a.parse().map_err(|_| {
+                Response::err(ErrorKind::Failed, format!("vif {port}: bad ip `{a}`"))
+            })?;
             match spec.addr {
-                std::net::IpAddr::V4(v4) => vif.allowed_ipv4.push(vswitch::wire::Ipv4Cidr::from(v4)),
-                std::net::IpAddr::V6(v6) => vif.allowed_ipv6.push(vswitch::wire::Ipv6Cidr::from(v6)),
+                std::net::IpAddr::V4(v4) => {
+                    vif.allowed_ipv4.push(vswitch::wire::Ipv4Cidr::from(v4))
+                }
+                std::net::IpAddr::V6(v6) => {
+                    vif.allowed_ipv6.push(vswitch::wire::Ipv6Cidr::from(v6))
+                }
             }
         }
         let mut cfg = vswitch::port::PortConfig::vif(port, vif);
@@ -300,6 +336,13 @@ impl Daemon {
                 self.network_detach(&domain, &device).await
             }
             Request::NetworkList { domains } => self.network_list(&domains).await,
+            Request::NetDefine { config, path } => self.net_define(&config, &path).await,
+            Request::NetStart { name } => self.net_start(&name).await,
+            Request::NetStop { name } => self.net_stop(&name).await,
+            Request::NetList => self.net_list().await,
+            Request::NetForward { name, action, spec } => {
+                self.net_forward(&name, &action, spec).await
+            }
         }
     }
 
@@ -442,6 +485,8 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         daemon.restore_bridges().await;
         daemon.restore_netbridges().await;
         tokio::spawn(Arc::clone(&daemon).run_backend_driver());
+        daemon.restore_networks().await;
+        tokio::spawn(Arc::clone(&daemon).run_lease_saver());
         Arc::clone(&daemon).restore_domains().await;
         info!(
             "configuration restored in {:.1} ms",

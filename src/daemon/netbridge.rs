@@ -59,7 +59,7 @@ fn with_rtnl<T>(f: impl FnOnce(&Rtnl) -> Result<T, String>) -> Result<T, String>
 /// The MAC Xen gives backend-side devices.
 const DUMMY_MAC: MacAddr = MacAddr([0xfe, 0xff, 0xff, 0xff, 0xff, 0xff]);
 
-fn nft(script: &str) -> Result<(), String> {
+pub(crate) fn nft(script: &str) -> Result<(), String> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())

@@ -38,6 +38,7 @@ struct NatPortCounters {
     queue_full: u64,
     no_buffer: u64,
     runts: u64,
+    isolated_drops: u64,
 }
 
 /// The gateway port of a NAT network.
@@ -51,6 +52,7 @@ pub struct NatGatewayPort {
     scratch: Vec<u8>,
     uplink_rx: Vec<Pkt>,
     last_expire: crate::time::Timestamp,
+    isolated: bool,
     c: NatPortCounters,
 }
 
@@ -84,8 +86,15 @@ impl NatGatewayPort {
             scratch: vec![0u8; 4096],
             uplink_rx: Vec::with_capacity(MAX_BATCH),
             last_expire: crate::time::Timestamp::from_millis(0),
+            isolated: false,
             c: NatPortCounters::default(),
         })
+    }
+
+    /// An isolated network (libvirt's no-`<forward>`): nothing leaves through the
+    /// uplink; such frames are dropped as `isolated_network`.
+    pub fn set_isolated(&mut self, isolated: bool) {
+        self.isolated = isolated;
     }
 
     /// The gateway (NAT table, DHCP leases, port forwards).
@@ -113,6 +122,12 @@ impl NatGatewayPort {
     }
 
     fn send_uplink(&mut self, ctx: &mut PortCtx<'_>, pkt: &Pkt) {
+        if self.isolated {
+            self.c.isolated_drops += 1;
+            self.gw
+                .record_tx_drop(GatewaySide::Uplink, DropReason::PortDisabled);
+            return;
+        }
         let frame = ctx.pool.bytes(pkt.buf, pkt.off, pkt.len);
         let info = match FrameInfo::parse(frame) {
             Ok(i) => i,
@@ -364,6 +379,7 @@ impl Port for NatGatewayPort {
             ("queue_full", c.queue_full),
             ("no_buffer", c.no_buffer),
             ("runts", c.runts),
+            ("isolated_drops", c.isolated_drops),
             ("nat_connections", self.gw.nat().table().len() as u64),
         ];
         let t = self.gw.nat().table().stats();
