@@ -273,6 +273,35 @@ pub fn net_forward(run_dir: &Path, action: String, name: String, spec: Option<St
     })())
 }
 
+/// `domnet route show`.
+pub fn route_show(run_dir: &Path, json: bool) -> ExitCode {
+    done((|| {
+        let data = request(run_dir, &Request::RouteShow)?;
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&data).unwrap_or_default()
+            );
+            return Ok(());
+        }
+        let rows: Vec<serde_json::Value> = decode(data)?;
+        println!(
+            "{:<16} {:<16} {:>12} {:>12}",
+            "PORT", "ROUTER", "RX-PKTS", "TX-PKTS"
+        );
+        for r in rows {
+            println!(
+                "{:<16} {:<16} {:>12} {:>12}",
+                r["port"].as_str().unwrap_or_default(),
+                r["router"].as_str().unwrap_or_default(),
+                r["rx_packets"],
+                r["tx_packets"]
+            );
+        }
+        Ok(())
+    })())
+}
+
 /// Verbs whose success needs no output.
 pub fn simple(run_dir: &Path, req: Request) -> ExitCode {
     done(request(run_dir, &req).map(|_| ()))

@@ -159,6 +159,20 @@ pub enum Request {
         /// PROTO:HOSTPORT:GUESTIP:GUESTPORT.
         spec: Option<String>,
     },
+    /// Put a vif in route mode (vif-route).
+    RouteAttach {
+        /// The vif port.
+        vif: String,
+        /// dom0's uplink (default: the default-route device).
+        netdev: Option<String>,
+    },
+    /// Take a vif out of route mode.
+    RouteDetach {
+        /// The vif port.
+        vif: String,
+    },
+    /// Routed vifs.
+    RouteShow,
     /// Stream a pcap of a port's frames (the answer line is followed by pcap bytes).
     Capture {
         /// Port.

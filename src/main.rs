@@ -125,6 +125,9 @@ enum Command {
     /// A bridge's MAC table: show, add, del.
     #[command(subcommand)]
     Fdb(FdbCmd),
+    /// Route mode (vif-route): attach, detach, show.
+    #[command(subcommand)]
+    Route(RouteCmd),
     /// NAT networks (libvirt's virbr0, inside the switch): define, start, stop, list,
     /// forward.
     #[command(subcommand)]
@@ -181,6 +184,30 @@ enum BridgeCmd {
         bridge: String,
         /// Port.
         port: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RouteCmd {
+    /// Route a vif: dom0's address becomes its gateway, its ip= addresses get /32
+    /// routes in dom0 (what scripts/vif-route calls).
+    Attach {
+        /// The vif port (vif<D>.<N> or its vifname).
+        vif: String,
+        /// dom0's uplink whose address is the gateway (default: the default-route NIC).
+        #[arg(long)]
+        netdev: Option<String>,
+    },
+    /// Stop routing a vif and remove its /32 routes.
+    Detach {
+        /// The vif port.
+        vif: String,
+    },
+    /// List routed vifs.
+    Show {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -341,6 +368,15 @@ fn main() -> ExitCode {
             FdbCmd::Del { bridge, mac } => {
                 cli::simple(&cli.run_dir, control::Request::FdbDel { bridge, mac })
             }
+        },
+        Command::Route(r) => match r {
+            RouteCmd::Attach { vif, netdev } => {
+                cli::simple(&cli.run_dir, control::Request::RouteAttach { vif, netdev })
+            }
+            RouteCmd::Detach { vif } => {
+                cli::simple(&cli.run_dir, control::Request::RouteDetach { vif })
+            }
+            RouteCmd::Show { json } => cli::route_show(&cli.run_dir, json),
         },
         Command::Net(n) => match n {
             NetCmd::Define { file } => cli::net_define(&cli.run_dir, &file),

@@ -13,6 +13,7 @@ mod domains;
 mod frontend;
 mod netbridge;
 mod networks;
+mod routes;
 mod vifs;
 
 pub use vifs::VifRow;
@@ -340,6 +341,9 @@ impl Daemon {
             Request::NetStart { name } => self.net_start(&name).await,
             Request::NetStop { name } => self.net_stop(&name).await,
             Request::NetList => self.net_list().await,
+            Request::RouteAttach { vif, netdev } => self.route_attach(&vif, netdev).await,
+            Request::RouteDetach { vif } => self.route_detach(&vif).await,
+            Request::RouteShow => self.route_show().await,
             Request::NetForward { name, action, spec } => {
                 self.net_forward(&name, &action, spec).await
             }

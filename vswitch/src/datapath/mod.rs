@@ -88,6 +88,16 @@ pub enum DatapathError {
 
 type Reply<T> = oneshot::Sender<Result<T, DatapathError>>;
 
+/// Work on a router (and its optional DHCP server) on the worker thread.
+pub type RouterFn = Box<
+    dyn FnOnce(
+            &mut crate::router::Router,
+            &mut Option<crate::dhcp::server::DhcpServer>,
+            crate::time::Timestamp,
+        ) -> Result<(), DatapathError>
+        + Send,
+>;
+
 /// Work a port driver's owner wants done on the worker thread with the driver in hand.
 pub type PortFn =
     Box<dyn FnOnce(&mut dyn Port, &mut PortCtx<'_>) -> Result<(), DatapathError> + Send>;
@@ -171,6 +181,11 @@ pub(crate) enum Cmd {
         port: String,
         router: String,
         config: RouterPortConfig,
+        reply: Reply<()>,
+    },
+    WithRouter {
+        name: String,
+        f: RouterFn,
         reply: Reply<()>,
     },
     RouterRoute {
@@ -457,6 +472,12 @@ impl Datapath {
             reply,
         })
         .await
+    }
+
+    /// Runs `f` on the worker with a router and its DHCP server slot.
+    pub async fn with_router(&self, name: &str, f: RouterFn) -> Result<(), DatapathError> {
+        let name = name.to_string();
+        self.call(|reply| Cmd::WithRouter { name, f, reply }).await
     }
 
     /// Adds (or with `add == false` removes) a route of a router.

@@ -19,6 +19,7 @@ use super::report::{BridgeReport, CapturedFrame, Direction, FdbEntryReport, Port
 use super::{BridgeSettings, Cmd, DatapathError};
 use crate::bridge::{Bridge, BridgeConfig, Decision};
 use crate::counters::DropReason;
+use crate::dhcp::server::{DhcpOutcome, DhcpServer};
 use crate::meta::FrameMeta;
 use crate::port::{PortConfig, PortId};
 use crate::router::{Fragmenter, RouteAction, Router, RouterConfig, RouterPortConfig};
@@ -64,6 +65,8 @@ struct RouterState {
     router: Router,
     /// Port id → slot.
     slots: HashMap<PortId, usize>,
+    /// Answers DHCP from routed vifs that have `ip=` (static bindings only).
+    dhcp: Option<DhcpServer>,
 }
 
 struct BridgeState {
@@ -87,6 +90,8 @@ pub(crate) struct Worker {
     scratch: Vec<u8>,
     /// Frames too short to parse that reached a router port.
     router_runts: u64,
+    /// DHCP messages from routed vifs that got no answer (no binding, malformed…).
+    router_dhcp_drops: u64,
     cmd_rx: Receiver<Cmd>,
     wake: Arc<EventFd>,
     tick: Duration,
@@ -125,6 +130,7 @@ impl Worker {
             routers: HashMap::new(),
             scratch: vec![0u8; 4096],
             router_runts: 0,
+            router_dhcp_drops: 0,
             cmd_rx,
             wake,
             tick,
@@ -447,8 +453,18 @@ impl Worker {
             }
             RouteAction::Queued(_) | RouteAction::Local | RouteAction::Drop(_) => {}
             RouteAction::Dhcp => {
-                // Route-mode DHCP is answered by the control plane's configuration of
-                // the router's DHCP service (not yet attached here): counted as local.
+                let frame = self.pool.bytes(pkt.buf, pkt.off, pkt.len);
+                let outcome = match self.routers.get_mut(router).and_then(|r| r.dhcp.as_mut()) {
+                    Some(d) => d.handle(in_port, frame, &info, now, &mut self.scratch),
+                    None => DhcpOutcome::Drop(DropReason::DhcpUnsupported),
+                };
+                match outcome {
+                    DhcpOutcome::Reply { len, .. } => {
+                        self.emit_scratch(router, in_port, len, FrameMeta::default())
+                    }
+                    DhcpOutcome::NoReply => {}
+                    DhcpOutcome::Drop(_) => self.router_dhcp_drops += 1,
+                }
             }
         }
     }
@@ -747,6 +763,14 @@ impl Worker {
             } => {
                 let _ = reply.send(self.attach_router(&port, &router, config));
             }
+            Cmd::WithRouter { name, f, reply } => {
+                let now = self.now();
+                let r = match self.routers.get_mut(&name) {
+                    Some(r) => f(&mut r.router, &mut r.dhcp, now),
+                    None => Err(DatapathError::NoSuchBridge(name)),
+                };
+                let _ = reply.send(r);
+            }
             Cmd::RouterRoute {
                 router,
                 route,
@@ -935,6 +959,7 @@ impl Worker {
             RouterState {
                 router: Router::new(config),
                 slots: HashMap::new(),
+                dhcp: None,
             },
         );
         info!("{}: router {name} created", self.name);

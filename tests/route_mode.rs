@@ -1,0 +1,115 @@
+//! Route mode (vif-route): a routed domain is reachable from outside by its /32
+//! through dom0, reaches outside, gets its ip= by DHCP, and a TTL-1 probe gets
+//! time-exceeded from dom0's address.
+
+mod common;
+
+use std::process::Command;
+
+use common::{require_root, require_tool, unique, Daemon, Netns};
+
+fn guest(name: &str, cmd: &str) -> std::process::Output {
+    Command::new("ip")
+        .args(["netns", "exec", name, "sh", "-c", cmd])
+        .output()
+        .unwrap()
+}
+
+fn guest_ok(name: &str, cmd: &str) -> String {
+    let o = guest(name, cmd);
+    assert!(
+        o.status.success(),
+        "[{name}] {cmd}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn routed_domains_reach_and_are_reached_through_dom0() {
+    require_root();
+    require_tool("dhclient");
+    let dom0 = Netns::new("rt0-");
+    let out = Netns::new("rtout-");
+    dom0.sh(&format!(
+        "ip link add up0 type veth peer name eth0 netns {}",
+        out.name
+    ));
+    dom0.sh("ip addr add 10.89.0.1/24 dev up0 && ip link set up0 up && ip route add default via 10.89.0.2");
+    out.sh("ip addr add 10.89.0.2/24 dev eth0 && ip link set eth0 up");
+    // The outside reaches the second guest, in another prefix, by a /32 via dom0.
+    out.sh("ip route add 10.90.0.5/32 via 10.89.0.1");
+    let d = Daemon::start_in(&dom0.name);
+
+    let r1 = unique("rta");
+    let r2 = unique("rtb");
+    let etc = format!("/etc/netns/{r1}");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(format!("{etc}/resolv.conf"), "").unwrap();
+    let _cleanup = scopeguard(etc.clone());
+    let id1 = d.create(&r1, "vif = [ 'script=vif-route,ip=10.89.0.50' ]");
+    let id2 = d.create(&r2, "vif = [ 'script=vif-route,ip=10.90.0.5' ]");
+
+    // dom0 holds a /32 route per ip= address, with its own address as source.
+    let routes = dom0.sh("ip route show");
+    assert!(
+        routes.contains("10.89.0.50 dev rt-up0") && routes.contains("src 10.89.0.1"),
+        "{routes}"
+    );
+    assert!(routes.contains("10.90.0.5 dev rt-up0"), "{routes}");
+
+    // r1 gets exactly its ip= by DHCP, with dom0 as its router.
+    guest_ok(&r1, "ip link set lo up");
+    guest_ok(
+        &r1,
+        &format!("timeout 30 dhclient -1 -lf /tmp/{r1}.leases -pf /tmp/{r1}.pid eth0"),
+    );
+    let _ = guest(&r1, &format!("dhclient -x -pf /tmp/{r1}.pid"));
+    assert!(guest_ok(&r1, "ip -4 -o addr show dev eth0").contains("10.89.0.50/"));
+    assert!(guest_ok(&r1, "ip route show default").contains("via 10.89.0.1"));
+    // r2 is configured by hand (its prefix is not dom0's).
+    guest_ok(&r2, "ip link set lo up && ip addr add 10.90.0.5/32 dev eth0 && ip route add 10.89.0.1 dev eth0 && ip route add default via 10.89.0.1");
+
+    // Both reach the outside and are reached from it.
+    guest_ok(&r1, "ping -c 2 -i 0.2 -W 2 10.89.0.2");
+    guest_ok(&r2, "ping -c 2 -i 0.2 -W 2 10.89.0.2");
+    out.sh("ping -c 2 -i 0.2 -W 2 10.89.0.50");
+    out.sh("ping -c 2 -i 0.2 -W 2 10.90.0.5");
+    // Routed guest to routed guest, and to dom0.
+    guest_ok(&r1, "ping -c 2 -i 0.2 -W 2 10.90.0.5");
+    guest_ok(&r2, "ping -c 1 -W 2 10.89.0.1");
+
+    // TTL 1: time-exceeded from dom0's address.
+    let probe = guest(&r1, "ping -c 1 -t 1 -W 2 10.89.0.2");
+    let text = String::from_utf8_lossy(&probe.stdout).to_string();
+    assert!(
+        text.contains("From 10.89.0.1") && text.contains("Time to live exceeded"),
+        "{text}"
+    );
+
+    // A source the vif does not own is dropped and counted.
+    let _ = guest(
+        &r2,
+        "ip addr add 10.90.0.99/32 dev eth0; ping -c 1 -W 1 -I 10.90.0.99 10.89.0.2",
+    );
+    let stats: serde_json::Value =
+        serde_json::from_str(&d.ok(&["stats", &format!("vif{id2}.0"), "--json"])).unwrap();
+    let drops = stats["ports"][0]["rx_drops"].to_string();
+    assert!(drops.contains("spoof"), "{drops}");
+
+    // Detach removes the routes.
+    d.ok(&["network-detach", &r1, "0"]);
+    assert!(!dom0.sh("ip route show").contains("10.89.0.50"));
+    let _ = id1;
+}
+
+fn scopeguard(dir: String) -> impl Drop {
+    struct G(String);
+    impl Drop for G {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    G(dir)
+}
