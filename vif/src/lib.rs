@@ -10,7 +10,9 @@
 //! The shells around them: [`netback::port::NetbackPort`] (a vif's backend as a switch
 //! port), [`netfront::port::NetfrontPort`] (a guest's TAP driven through the rings),
 //! [`env`] (what a frontend needs from its hypervisor: [`env::FrontendEnv`],
-//! [`env::LocalEnv`]), [`keys`] (the frontend's xenstore keys) and [`mock`] (a
+//! [`env::LocalEnv`]; [`env_socket::SocketEnv`] for a frontend in another process, over
+//! the hypervisor socket), [`keys`] (the frontend's xenstore keys), [`extfront`] (the
+//! frontend's XenBus handshake over a domain's xenstore socket) and [`mock`] (a
 //! frontend under a test's control, hostile sequences included).
 //!
 //! Nothing here reads a clock or does I/O except the ring's accesses to guest memory,
@@ -19,6 +21,8 @@
 #![warn(missing_docs)]
 
 pub mod env;
+pub mod env_socket;
+pub mod extfront;
 pub mod hotplug;
 pub mod keys;
 pub mod mock;
