@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod extfront;
+pub mod frames;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -297,4 +300,100 @@ pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     f()
+}
+
+/// `ip -j addr` and every IPv4/IPv6 route of a namespace, without the fields that
+/// legitimately change over time (address lifetimes, route expiry): what
+/// `network-bridge stop` must restore exactly.
+pub fn net_state(ns: &Netns) -> serde_json::Value {
+    let mut addr: serde_json::Value = serde_json::from_str(&ns.sh("ip -j addr")).unwrap();
+    for link in addr.as_array_mut().unwrap() {
+        if let Some(infos) = link["addr_info"].as_array_mut() {
+            for a in infos {
+                let o = a.as_object_mut().unwrap();
+                if o.get("dynamic").is_some() {
+                    o.remove("valid_life_time");
+                    o.remove("preferred_life_time");
+                }
+            }
+        }
+    }
+    let r4: serde_json::Value =
+        serde_json::from_str(&ns.sh("ip -j -4 route show table all")).unwrap();
+    let mut r6: serde_json::Value =
+        serde_json::from_str(&ns.sh("ip -j -6 route show table all")).unwrap();
+    for r in r6.as_array_mut().unwrap() {
+        r.as_object_mut().unwrap().remove("expires");
+    }
+    serde_json::json!({ "addr": addr, "route4": r4, "route6": r6 })
+}
+
+/// One port's `domnet stats PORT --json` entry.
+pub fn port_stats(d: &Daemon, port: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(&d.ok(&["stats", port, "--json"])).unwrap();
+    v["ports"]
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == port).cloned())
+        .unwrap_or_else(|| panic!("no port {port} in stats: {v}"))
+}
+
+/// A named counter from a `[[name, n], …]` list of a port report (0 when absent: the
+/// drop lists only carry non-zero reasons).
+pub fn named(report: &serde_json::Value, list: &str, name: &str) -> u64 {
+    report[list]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e[0] == name).and_then(|e| e[1].as_u64()))
+        .unwrap_or(0)
+}
+
+/// A receive-side drop counter of a port, by reason name.
+pub fn rx_drops(d: &Daemon, port: &str, reason: &str) -> u64 {
+    named(&port_stats(d, port), "rx_drops", reason)
+}
+
+/// A transmit-side drop counter of a port, by reason name.
+pub fn tx_drops(d: &Daemon, port: &str, reason: &str) -> u64 {
+    named(&port_stats(d, port), "tx_drops", reason)
+}
+
+/// A driver counter of a port (netback's own drop reasons, GSO frames…).
+pub fn driver(d: &Daemon, port: &str, name: &str) -> u64 {
+    named(&port_stats(d, port), "driver", name)
+}
+
+/// A background process killed (and reaped) when dropped, even if the test panics.
+pub struct Background(Option<Child>);
+
+impl Background {
+    /// Starts `cmd` (a shell command) inside namespace `ns`; its output is kept for
+    /// [`Background::wait`].
+    pub fn in_netns(ns: &str, cmd: &str) -> Background {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "sh", "-c", &format!("exec {cmd}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting `{cmd}` in {ns}: {e}"));
+        Background(Some(child))
+    }
+
+    /// Waits for the process to end by itself and returns its output.
+    pub fn wait(mut self) -> Output {
+        self.0
+            .take()
+            .expect("background process")
+            .wait_with_output()
+            .expect("wait for background process")
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            // SAFETY: kill(2) on our own child, not yet reaped.
+            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+            let _ = c.wait();
+        }
+    }
 }
