@@ -641,7 +641,6 @@ fn random_source_mac_floods_leave_the_fdb_bounded_and_other_ports_forwarding() {
 fn runts_and_frames_over_the_mtu_are_dropped_and_counted() {
     use vif::netif::ChecksumState;
     require_root();
-    require_tool("xenstore-write");
     let _s = serial();
     let (d, _dom0) = plain_bridge(244, None);
     let g1 = guest(&d, "xenbr0", "", Ipv4Addr::new(10, 244, 0, 11), None);
