@@ -169,6 +169,19 @@ pub struct NetworkDef {
     /// Start with the daemon.
     #[serde(default)]
     pub autostart: bool,
+    /// DNS servers the gateway forwards to (default: dom0's /etc/resolv.conf).
+    #[serde(default)]
+    pub dns_servers: Vec<std::net::IpAddr>,
+    /// Source ports masquerade maps into, `"MIN-MAX"` (libvirt: 1024-65535).
+    #[serde(default)]
+    pub nat_ports: Option<String>,
+    /// Most tracked connections of the network (default 65536).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Most tracked connections of one guest (default 16384), so one guest cannot
+    /// starve the others.
+    #[serde(default)]
+    pub max_connections_per_guest: Option<usize>,
     /// Port forwards.
     #[serde(default)]
     pub port_forward: Vec<PortForwardDef>,
@@ -199,8 +212,33 @@ impl NetworkDef {
             mtu: 1500,
             lease_time: 3600,
             autostart: false,
+            dns_servers: Vec::new(),
+            nat_ports: None,
+            max_connections: None,
+            max_connections_per_guest: None,
             port_forward: Vec::new(),
         }
+    }
+
+    /// The masquerade port range (default 1024–65535).
+    pub fn nat_port_range(&self) -> Result<(u16, u16), NetDefError> {
+        let Some(r) = &self.nat_ports else {
+            return Ok((1024, 65535));
+        };
+        let bad = || {
+            invalid(
+                "nat_ports",
+                r,
+                "expected MIN-MAX with 1 <= MIN <= MAX <= 65535",
+            )
+        };
+        let (a, b) = r.split_once('-').ok_or_else(bad)?;
+        let a: u16 = a.trim().parse().map_err(|_| bad())?;
+        let b: u16 = b.trim().parse().map_err(|_| bad())?;
+        if a == 0 || a > b {
+            return Err(bad());
+        }
+        Ok((a, b))
     }
 
     /// Parses and validates a TOML definition.
@@ -302,6 +340,17 @@ impl NetworkDef {
                 "lease_time",
                 self.lease_time,
                 "at least 60 seconds",
+            ));
+        }
+        self.nat_port_range()?;
+        if self.max_connections == Some(0) {
+            return Err(invalid("max_connections", 0, "must be at least 1"));
+        }
+        if self.max_connections_per_guest == Some(0) {
+            return Err(invalid(
+                "max_connections_per_guest",
+                0,
+                "must be at least 1",
             ));
         }
         for f in &self.port_forward {

@@ -244,9 +244,14 @@ impl Daemon {
             }
         };
         let up = probe_uplink(def.uplink.as_deref())?;
-        let dns: Vec<SocketAddr> = std::fs::read_to_string("/etc/resolv.conf")
-            .map(|t| vswitch::dns::parse_resolv_conf(&t))
-            .unwrap_or_default()
+        let upstream_ips = if def.dns_servers.is_empty() {
+            std::fs::read_to_string("/etc/resolv.conf")
+                .map(|t| vswitch::dns::parse_resolv_conf(&t))
+                .unwrap_or_default()
+        } else {
+            def.dns_servers.clone()
+        };
+        let dns: Vec<SocketAddr> = upstream_ips
             .into_iter()
             .map(|ip| SocketAddr::new(ip, 53))
             .collect();
@@ -258,8 +263,20 @@ impl Daemon {
         cfg.uplink_mtu = up.mtu;
         cfg.nat.internal = network;
         cfg.nat.gateway_ip = gw_ip;
+        let (lo, hi) = def.nat_port_range().map_err(|e| e.to_string())?;
+        cfg.nat.port_range = PortRange { min: lo, max: hi };
         if let Some(e) = ephemeral_ports() {
-            cfg.nat.excluded_ports.push(e);
+            // Only when it leaves something: a range inside dom0's ephemeral ports is the
+            // user's explicit choice.
+            if !(e.min <= lo && hi <= e.max) {
+                cfg.nat.excluded_ports.push(e);
+            }
+        }
+        if let Some(m) = def.max_connections {
+            cfg.nat.max_connections = m;
+        }
+        if let Some(m) = def.max_connections_per_guest {
+            cfg.nat.max_per_guest = m;
         }
         match (def.dhcp_start, def.dhcp_end, cfg.dhcp.as_mut()) {
             (Some(s), Some(e), Some(d)) => {
