@@ -7,6 +7,7 @@ mod cli;
 mod control;
 mod daemon;
 mod demo;
+mod frontend_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -145,6 +146,19 @@ enum Command {
     },
     /// Run the built-in demonstration on a private daemon and clean up.
     Demo,
+    /// Run an external netfront for vif N of a domain created with
+    /// `vif_frontend = "external"` (over its hypervisor socket; until SIGTERM/SIGINT or
+    /// the backend closes).
+    Frontend {
+        /// Domain name or id.
+        domain: String,
+        /// The vif's device id.
+        #[arg(long, default_value_t = 0)]
+        devid: u32,
+        /// The guest interface to create in the domain's namespace (default eth<N>).
+        #[arg(long)]
+        tap: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -391,5 +405,8 @@ fn main() -> ExitCode {
         },
         Command::Capture { port, file, count } => cli::capture(&cli.run_dir, port, file, count),
         Command::Demo => demo::run(),
+        Command::Frontend { domain, devid, tap } => {
+            frontend_cmd::run(&cli.run_dir, &domain, devid, tap)
+        }
     }
 }
