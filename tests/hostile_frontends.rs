@@ -776,3 +776,55 @@ fn a_frontend_killed_mid_packet_disables_only_its_vif() {
     f.d.ok(&["destroy", &name]);
     f.finish();
 }
+
+// ---- bogus xenstore keys ------------------------------------------------------------------
+
+#[test]
+fn bogus_frontend_keys_are_refused_and_a_fresh_start_connects() {
+    // robustness.md a14: `multi-queue-num-queues = 0` makes the backend refuse to
+    // connect (xenbus_dev_fatal: the error node, then Closing); a frontend starting over
+    // with good keys connects.
+    let f = Fabric::new();
+    let name = unique("hfq");
+    let domid = f.d.create(
+        &name,
+        "vif_frontend = \"external\"\nvif = [ 'bridge=xenbr0' ]",
+    );
+    let port = format!("vif{domid}.0");
+    let sock = hypervisor::hvsock::socket_path(&f.d.run_dir, domid);
+    let env = SocketEnv::connect(&sock).unwrap();
+    let mut xb = XenbusFrontend::open(env.xenstore_path(), 0).unwrap();
+    let bad = MockFrontend::new(Box::new(env.clone()), xb.backend_id()).unwrap();
+    let mut pairs = bad.keys().pairs();
+    pairs.push(("multi-queue-num-queues", "0".into()));
+    let err = xb.connect(&pairs, HANDSHAKE).unwrap_err();
+    assert!(
+        matches!(err, vif::extfront::XenbusFrontendError::BackendClosed(_)),
+        "{err}"
+    );
+    let s = f.stats(&port);
+    assert_eq!(s.get("connected"), 0, "no rings mapped");
+    assert!(s.fatals().is_empty());
+    let node = format!("/local/domain/0/error/backend/vif/{domid}/0/error");
+    let o = f.d.xs_tool(&f.d.dom0_socket(), "xenstore-read", &[&node]);
+    let msg = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && msg.contains("queues"),
+        "{node}: {msg}"
+    );
+
+    // Starting over (state Initialising) with good keys.
+    let mut good = MockFrontend::new(Box::new(env), xb.backend_id()).unwrap();
+    xb.connect(&good.keys().pairs(), HANDSHAKE)
+        .expect("a fresh start connects");
+    good.connected().unwrap();
+    let mac = parse_mac(&xb.mac().unwrap().unwrap());
+    let mut h = Hostile {
+        port: port.clone(),
+        mac,
+        mock: good,
+        _xb: xb,
+    };
+    assert_still_forwards(&f, &mut h);
+    f.finish();
+}

@@ -40,6 +40,26 @@ const RECHECK: Duration = Duration::from_millis(200);
 /// Attempts at a conflicting transaction.
 const TX_ATTEMPTS: usize = 20;
 
+/// Every key of the frontend directory the backend reads at connect
+/// ([`crate::keys::FrontendRings::parse`]); those a new frontend does not publish are
+/// removed, so the backend never mixes the keys of two frontends (a predecessor's
+/// `multi-queue-num-queues` or single `event-channel` would otherwise linger).
+pub const PROTOCOL_KEYS: &[&str] = &[
+    "tx-ring-ref",
+    "rx-ring-ref",
+    "event-channel",
+    "event-channel-tx",
+    "event-channel-rx",
+    "request-rx-copy",
+    "multi-queue-num-queues",
+    "feature-rx-notify",
+    "feature-sg",
+    "feature-gso-tcpv4",
+    "feature-gso-tcpv6",
+    "feature-ipv6-csum-offload",
+    "feature-no-csum-offload",
+];
+
 /// Why the handshake failed.
 #[derive(Debug, thiserror::Error)]
 pub enum XenbusFrontendError {
@@ -260,7 +280,8 @@ impl XenbusFrontend {
         }
     }
 
-    /// Publishes the frontend's keys and `state = 4` in one transaction.
+    /// Publishes the frontend's keys and `state = 4` in one transaction, removing the
+    /// [`PROTOCOL_KEYS`] that `pairs` does not carry (a predecessor's leftovers).
     pub fn publish(&mut self, pairs: &[(&str, String)]) -> Result<(), XenbusFrontendError> {
         for _ in 0..TX_ATTEMPTS {
             let reply = self.xs.request(MsgType::TransactionStart, 0, b"\0")?;
@@ -270,19 +291,7 @@ impl XenbusFrontend {
                 .map_err(|_| {
                     SocketClientError::Protocol("TRANSACTION_START returned no id".into())
                 })?;
-            let mut wrote = Ok(());
-            for (k, v) in pairs
-                .iter()
-                .map(|(k, v)| (*k, v.as_str()))
-                .chain(std::iter::once(("state", "4")))
-            {
-                let mut p = nul(&format!("{}/{k}", self.dir));
-                p.extend_from_slice(v.as_bytes());
-                if let Err(e) = self.xs.request(MsgType::Write, tx, &p) {
-                    wrote = Err(e);
-                    break;
-                }
-            }
+            let wrote = self.write_keys(tx, pairs);
             let commit = wrote.is_ok();
             let end = self.xs.request(
                 MsgType::TransactionEnd,
@@ -300,6 +309,31 @@ impl XenbusFrontend {
             }
         }
         Err(XenbusFrontendError::Conflict)
+    }
+
+    /// Inside transaction `tx`: removes the stale protocol keys, writes `pairs` and
+    /// `state = 4`.
+    fn write_keys(&mut self, tx: u32, pairs: &[(&str, String)]) -> Result<(), SocketClientError> {
+        for k in PROTOCOL_KEYS
+            .iter()
+            .filter(|k| !pairs.iter().any(|(p, _)| p == *k))
+        {
+            let path = nul(&format!("{}/{k}", self.dir));
+            match self.xs.request(MsgType::Rm, tx, &path) {
+                Err(e) if !missing(&e) => return Err(e),
+                _ => {}
+            }
+        }
+        for (k, v) in pairs
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .chain(std::iter::once(("state", "4")))
+        {
+            let mut p = nul(&format!("{}/{k}", self.dir));
+            p.extend_from_slice(v.as_bytes());
+            self.xs.request(MsgType::Write, tx, &p)?;
+        }
+        Ok(())
     }
 
     /// The driver tore its rings down (after [`VifEvent::Teardown`]).
@@ -455,6 +489,42 @@ mod tests {
             decide(&facts(S::Closed, S::Closed, false), false),
             Decision::default()
         );
+    }
+
+    #[test]
+    fn protocol_keys_cover_what_the_backend_reads_and_netfront_writes() {
+        use crate::keys::{FrontendKeys, FrontendRings};
+        let keys = FrontendKeys {
+            tx_ring_ref: 8,
+            rx_ring_ref: 9,
+            event_channel_tx: 3,
+            event_channel_rx: 4,
+        };
+        for (k, _) in keys.pairs() {
+            assert!(PROTOCOL_KEYS.contains(&k), "{k}");
+        }
+        // Every key parse asks for, with split and with single event channels.
+        for single in [false, true] {
+            let asked = std::cell::RefCell::new(Vec::new());
+            let r = FrontendRings::parse(|k| {
+                asked.borrow_mut().push(k.to_string());
+                match k {
+                    "event-channel-tx" | "event-channel-rx" if single => None,
+                    _ => Some("1".into()),
+                }
+            });
+            assert!(r.is_ok(), "{r:?}");
+            let asked = asked.into_inner();
+            assert!(asked.iter().any(|k| k
+                == if single {
+                    "event-channel"
+                } else {
+                    "event-channel-rx"
+                }));
+            for k in asked {
+                assert!(PROTOCOL_KEYS.contains(&k.as_str()), "{k}");
+            }
+        }
     }
 
     proptest::proptest! {
