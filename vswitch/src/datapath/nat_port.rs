@@ -403,15 +403,8 @@ impl Port for NatGatewayPort {
             ("conntrack_zone_full", t.zone_full),
         ]);
         if let Some(d) = self.gw.dhcp() {
-            let s = d.stats();
-            v.extend([
-                ("dhcp_discover", s.discover),
-                ("dhcp_request", s.request),
-                ("dhcp_offer", s.offer),
-                ("dhcp_ack", s.ack),
-                ("dhcp_nak", s.nak),
-                ("dhcp_malformed", s.malformed),
-            ]);
+            v.extend(d.stats().named());
+            v.push(("dhcp_leases", d.leases().len() as u64));
         }
         v.extend(self.uplink.counters());
         v

@@ -217,6 +217,28 @@ pub struct DhcpStats {
     pub unsupported: u64,
 }
 
+impl DhcpStats {
+    /// Every counter under its `dhcp_*` name, as ports report them.
+    pub fn named(&self) -> [(&'static str, u64); 14] {
+        [
+            ("dhcp_discover", self.discover),
+            ("dhcp_request", self.request),
+            ("dhcp_decline", self.decline),
+            ("dhcp_release", self.release),
+            ("dhcp_inform", self.inform),
+            ("dhcp_offer", self.offer),
+            ("dhcp_ack", self.ack),
+            ("dhcp_nak", self.nak),
+            ("dhcp_malformed", self.malformed),
+            ("dhcp_chaddr_mismatch", self.chaddr_mismatch),
+            ("dhcp_rate_limited", self.rate_limited),
+            ("dhcp_lease_limit", self.lease_limit),
+            ("dhcp_pool_exhausted", self.pool_exhausted),
+            ("dhcp_unsupported", self.unsupported),
+        ]
+    }
+}
+
 /// The server. Single-threaded; the gateway (or the shell) owns it.
 #[derive(Clone, Debug)]
 pub struct DhcpServer {

@@ -51,7 +51,10 @@ pub struct NeighConfig {
     pub retrans_time: Duration,
     /// Resolution fails after this long (Linux: `mcast_solicit` 3 × 1 s).
     pub resolve_timeout: Duration,
-    /// Frames queued per unresolved address (Linux's historical `unres_qlen` 3).
+    /// Frames queued per unresolved address. Linux's historical `unres_qlen` of 3 loses
+    /// the start of any burst (a client opening several flows at once); today's Linux
+    /// bounds the queue by bytes (`unres_qlen_bytes`, about 100 small frames). 32 keeps
+    /// bursts whole while `queue_total` still bounds memory.
     pub queue_per_neigh: usize,
     /// Frames queued in total.
     pub queue_total: usize,
@@ -70,7 +73,7 @@ impl Default for NeighConfig {
             stale_time: Duration::from_secs(60),
             retrans_time: Duration::from_secs(1),
             resolve_timeout: Duration::from_secs(3),
-            queue_per_neigh: 3,
+            queue_per_neigh: 32,
             queue_total: 64,
             queue_frame_max: 65_536 + 18,
             request_rate: RateLimit::new(100, 20),
@@ -669,7 +672,8 @@ mod tests {
             c.lookup(P, IP, t(1000)),
             NeighLookup::Pending { probe: true }
         );
-        for i in 0..3u8 {
+        let per = c.config().queue_per_neigh;
+        for i in 0..per as u8 {
             assert!(c.enqueue(P, IP, &[0, 0, 0, 0, 0, 0, i], FrameMeta::default()));
         }
         // Per-destination queue cap.
@@ -689,12 +693,12 @@ mod tests {
             assert_eq!(rf.port, P);
             got.push(f.to_vec());
         }) {}
-        assert_eq!(got.len(), 3);
+        assert_eq!(got.len(), per);
         for (i, f) in got.iter().enumerate() {
             assert_eq!(&f[..6], &MAC.0, "destination MAC filled in");
             assert_eq!(f[6], i as u8, "FIFO order");
         }
-        assert_eq!(c.stats().released, 3);
+        assert_eq!(c.stats().released, per as u64);
         assert_eq!(c.stats().resolved, 1);
     }
 

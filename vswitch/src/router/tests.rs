@@ -739,16 +739,17 @@ fn icmp_errors_are_rate_limited_and_never_about_errors() {
 fn failed_resolution_drops_queued_frames_as_tx_drops() {
     let mut n = net();
     let f = udp(G1_MAC, XEN_VIF_MAC, G1_IP, OUT_IP, 64, 8);
-    for _ in 0..4 {
+    let per = NeighConfig::default().queue_per_neigh as u64;
+    for _ in 0..=per {
         n.f.inject(n.v1, &f);
     }
-    // Three queued (per-neighbour cap), the fourth dropped at ingress.
+    // `per` queued (per-neighbour cap), the next dropped at ingress.
     let c = n.f.router.port_counters(n.v1).unwrap();
-    assert_eq!(c.rx_forwarded, 3);
+    assert_eq!(c.rx_forwarded, per);
     assert_eq!(c.rx_drops[DropReason::UnresolvedNeigh], 1);
     n.f.advance(Duration::from_secs(4));
     let c = n.f.router.port_counters(n.up).unwrap();
-    assert_eq!(c.tx_drops[DropReason::UnresolvedNeigh], 3);
+    assert_eq!(c.tx_drops[DropReason::UnresolvedNeigh], per);
     n.f.assert_conservation();
 }
 
