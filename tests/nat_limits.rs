@@ -72,7 +72,7 @@ fn dhclient(ns: &str) -> String {
 /// given extra TOML lines.
 struct Lab {
     d: Daemon,
-    out: Netns,
+    _out: Netns,
     _dom0: Netns,
     _echo: Background,
 }
@@ -102,7 +102,7 @@ impl Lab {
         d.ok(&["net", "start", "lab"]);
         Lab {
             d,
-            out,
+            _out: out,
             _dom0: dom0,
             _echo: echo,
         }
