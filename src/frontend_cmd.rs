@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use hypervisor::hv::Hypervisor;
 use hypervisor::hvsock::socket_path;
+use hypervisor::xs_socket::SocketClient;
 use netcfg::netns::NetNs;
 use netcfg::rtnl::{MacAddr, Rtnl};
 use netcfg::tap::{Tap, TapConfig};
@@ -174,6 +175,33 @@ fn lookup_domain(run_dir: &Path, dom: &str) -> Result<DomainRow, ExitCode> {
         return Err(ExitCode::from(EXIT_FAILED));
     }
     Ok(row)
+}
+
+/// Refuses a domain whose vifs the daemon's own netfront drives (two frontends on one
+/// vif would undo each other's handshake): the toolstack records the choice in
+/// `/libxl/<D>/domnet-frontend`, which only dom0 can read.
+fn require_external(run_dir: &Path, row: &DomainRow) -> Result<(), ExitCode> {
+    let data = crate::cli::request(run_dir, &Request::XenstorePath { domain: None })?;
+    let Some(dom0) = data.as_str() else {
+        eprintln!("domnet: unexpected answer from the daemon: {data}");
+        return Err(ExitCode::from(EXIT_INTERNAL));
+    };
+    let mut xs = SocketClient::connect(Path::new(dom0)).map_err(|e| {
+        eprintln!("domnet: dom0's xenstore socket {dom0}: {e}");
+        ExitCode::from(EXIT_FAILED)
+    })?;
+    let key = format!("/libxl/{}/domnet-frontend", row.domid);
+    match xs.read(&key) {
+        Ok(v) if v == b"external" => Ok(()),
+        _ => {
+            eprintln!(
+                "domnet: domain {} uses the daemon's own netfront; create it with \
+                 vif_frontend = \"external\" to drive its vifs from outside",
+                row.name
+            );
+            Err(ExitCode::from(EXIT_FAILED))
+        }
+    }
 }
 
 /// The guest's TAP in the domain's namespace, with the vif's MAC and MTU, up. It is not
@@ -416,6 +444,9 @@ pub fn run(run_dir: &Path, domain: &str, devid: u32, tap: Option<String>) -> Exi
         Ok(r) => r,
         Err(code) => return code,
     };
+    if let Err(code) = require_external(run_dir, &row) {
+        return code;
+    }
     match start(run_dir, &row, devid, tap, &signals) {
         Ok((ending, clean)) => {
             let why = match ending {

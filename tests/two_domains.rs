@@ -306,6 +306,19 @@ fn an_external_frontend_process_carries_real_traffic() {
     let be_state = format!("/local/domain/0/backend/vif/{xid}/0/state");
     // Without a frontend the backend waits.
     assert_eq!(xs_read(&d, &be_state).as_deref(), Some("2"));
+    // A builtin domain's vifs are the daemon's; an unknown domain is refused.
+    let o = d.cli(&["frontend", &a]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("vif_frontend"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        d.cli(&["frontend", "no-such-domain"]).status.code(),
+        Some(1)
+    );
+    ping(&a, &format!("{subnet}.1"));
 
     let mut fe = FrontendProc::spawn(&d, &x, "frontend1.log");
     fe.wait_connected(&d, "frontend1.log");
