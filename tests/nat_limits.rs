@@ -1,6 +1,7 @@
 //! NAT networks under pressure: a guest that opens more flows than its share of the
 //! connection table, a network whose masquerade ports run out, DHCP starvation and
 //! malformed DHCP. Each is bounded and counted, and the other guest keeps working.
+//! Also the gateway's DNS forwarding, with glibc's resolver in the guest.
 
 mod common;
 
@@ -236,4 +237,31 @@ fn dhcp_starvation_and_garbage_are_bounded_and_counted_and_dhclient_still_works(
     );
     let addr = dhclient(&a);
     assert!(addr.starts_with("10.91.0.1"), "{addr}");
+}
+
+#[test]
+fn guests_resolve_names_through_the_gateway_which_forwards_to_the_configured_servers() {
+    require_root();
+    for t in ["dhclient", "python3", "getent"] {
+        require_tool(t);
+    }
+    let lab = Lab::new("ncn", "dns_servers = [\"10.92.0.2\"]");
+    let _dns = Background::in_netns(
+        &lab._out.name,
+        &format!("python3 {} 10.1.2.3", helper("dns_answer.py")),
+    );
+    let a = unique("ncna");
+    let _ea = NetnsEtc::new(&a);
+    lab.d.create(&a, "vif = [ 'bridge=labbr' ]");
+    dhclient(&a);
+    // dhclient-script wrote the gateway as the guest's resolver.
+    let resolv = std::fs::read_to_string(format!("/etc/netns/{a}/resolv.conf")).unwrap();
+    assert!(resolv.contains("nameserver 10.91.0.1"), "{resolv}");
+    let got = guest_ok(&a, "getent ahostsv4 www.example.test");
+    assert!(got.starts_with("10.1.2.3"), "{got}");
+    // A negative answer comes back as one too (not a timeout).
+    let o = guest(&a, "timeout 5 getent ahostsv4 nothing.missing");
+    assert_eq!(o.status.code(), Some(2), "NXDOMAIN: {o:?}");
+    assert!(lab.gw("dns_queries_sent") >= 2, "{}", lab.dump());
+    assert!(lab.gw("dns_answers") >= 2, "{}", lab.dump());
 }
