@@ -324,8 +324,7 @@ impl Frontend {
         loop {
             match self.port.teardown() {
                 Ok(()) => return true,
-                Err(FrontendError::Busy(n)) if t0.elapsed() < patience => {
-                    let _ = n;
+                Err(FrontendError::Busy(_)) if t0.elapsed() < patience => {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 Err(e) => {
