@@ -165,11 +165,20 @@ pub enum Request {
         vif: String,
         /// dom0's uplink (default: the default-route device).
         netdev: Option<String>,
+        /// vif-nat's addressing and masquerade instead of vif-route's.
+        #[serde(default)]
+        nat: bool,
     },
     /// Take a vif out of route mode.
     RouteDetach {
         /// The vif port.
         vif: String,
+        /// dom0's uplink it was masqueraded out of (vif-nat).
+        #[serde(default)]
+        netdev: Option<String>,
+        /// Undo vif-nat's part too.
+        #[serde(default)]
+        nat: bool,
     },
     /// Routed vifs.
     RouteShow,

@@ -113,3 +113,90 @@ fn scopeguard(dir: String) -> impl Drop {
     }
     G(dir)
 }
+
+#[test]
+fn vif_nat_domains_get_xens_addresses_by_dhcp_and_are_masqueraded() {
+    require_root();
+    require_tool("dhclient");
+    require_tool("iperf3");
+    let dom0 = Netns::new("vn0-");
+    let out = Netns::new("vnout-");
+    dom0.sh(&format!(
+        "ip link add up0 type veth peer name eth0 netns {}",
+        out.name
+    ));
+    dom0.sh("ip addr add 10.87.0.1/24 dev up0 && ip link set up0 up && ip route add default via 10.87.0.2");
+    // The outside has no route back to the guests: only masquerade gets replies home.
+    out.sh("ip addr add 10.87.0.2/24 dev eth0 && ip link set eth0 up && ip link set lo up");
+    let d = Daemon::start_in(&dom0.name);
+
+    let a = unique("vna");
+    let b = unique("vnb");
+    let mut guards = Vec::new();
+    for g in [&a, &b] {
+        let etc = format!("/etc/netns/{g}");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(format!("{etc}/resolv.conf"), "").unwrap();
+        guards.push(scopeguard(etc));
+    }
+    let ida = d.create(&a, "vif = [ 'script=vif-nat' ]");
+    d.create(&b, "vif = [ 'script=vif-nat,ip=192.168.77.5/24' ]");
+
+    // a: Xen's default address 10.<domid/256>.<domid%256>.1/16, router .128.
+    let (hi, lo) = (ida / 256, ida % 256);
+    let want_a = format!("10.{hi}.{lo}.1/16");
+    let router_a = format!("10.{hi}.{lo}.128");
+    for (g, want, router) in [
+        (&a, want_a.as_str(), router_a.as_str()),
+        (&b, "192.168.77.5/24", "192.168.77.132"),
+    ] {
+        guest_ok(g, "ip link set lo up");
+        guest_ok(
+            g,
+            &format!("timeout 30 dhclient -1 -lf /tmp/{g}.leases -pf /tmp/{g}.pid eth0"),
+        );
+        let _ = guest(g, &format!("dhclient -x -pf /tmp/{g}.pid"));
+        let _ = std::fs::remove_file(format!("/tmp/{g}.leases"));
+        let addr = guest_ok(g, "ip -4 -o addr show dev eth0");
+        assert!(addr.contains(&format!("inet {want} ")), "{addr}");
+        let def = guest_ok(g, "ip route show default");
+        assert!(def.contains(&format!("via {router}")), "{def}");
+        // dom0 holds the router address and answers it.
+        guest_ok(g, &format!("ping -c 1 -W 2 {router}"));
+    }
+    let routes = dom0.sh("ip route show");
+    assert!(
+        routes.contains(&format!("10.{hi}.{lo}.1 dev rt-up0"))
+            && routes.contains(&format!("src {router_a}")),
+        "{routes}"
+    );
+
+    // Both reach a TCP server outside, which sees dom0's uplink address.
+    for g in [&a, &b] {
+        let srv = Command::new("ip")
+            .args([
+                "netns", "exec", &out.name, "timeout", "20", "iperf3", "-s", "-1", "-J",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        guest_ok(g, "timeout 15 iperf3 -c 10.87.0.2 -t 1");
+        let j: serde_json::Value =
+            serde_json::from_slice(&srv.wait_with_output().unwrap().stdout).unwrap();
+        assert_eq!(j["start"]["connected"][0]["remote_host"], "10.87.0.1");
+    }
+    // And each other, routed through the switch.
+    guest_ok(&a, "ping -c 2 -i 0.2 -W 2 192.168.77.5");
+
+    // Detach takes the router address, the route and the masquerade with it.
+    d.ok(&["network-detach", &a, "0"]);
+    let routes = dom0.sh("ip route show");
+    assert!(!routes.contains(&format!("10.{hi}.{lo}.1 ")), "{routes}");
+    assert!(!dom0.sh("ip -4 addr show").contains(&router_a));
+    let set = dom0.sh("nft list set ip domnet_vifnat guests");
+    assert!(!set.contains(&format!("10.{hi}.{lo}.1 ")), "{set}");
+    d.ok(&["network-detach", &b, "0"]);
+    let tables = dom0.sh("nft list tables");
+    assert!(!tables.contains("domnet_vifnat"), "{tables}");
+}

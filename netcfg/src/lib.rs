@@ -11,5 +11,6 @@ pub mod tap;
 
 pub mod netdef;
 pub mod rate;
+pub mod vifnat;
 pub mod vifspec;
 pub mod xlcfg;

@@ -14,6 +14,7 @@ mod frontend;
 mod netbridge;
 mod networks;
 mod routes;
+mod vifnat;
 mod vifs;
 
 pub use vifs::VifRow;
@@ -341,8 +342,32 @@ impl Daemon {
             Request::NetStart { name } => self.net_start(&name).await,
             Request::NetStop { name } => self.net_stop(&name).await,
             Request::NetList => self.net_list().await,
-            Request::RouteAttach { vif, netdev } => self.route_attach(&vif, netdev).await,
-            Request::RouteDetach { vif } => self.route_detach(&vif).await,
+            Request::RouteAttach {
+                vif,
+                netdev,
+                nat: false,
+            } => self.route_attach(&vif, netdev).await,
+            Request::RouteAttach {
+                vif,
+                netdev,
+                nat: true,
+            } => {
+                self.vifnat_attach(&vif, routes::netdev_or_default(netdev))
+                    .await
+            }
+            Request::RouteDetach {
+                vif,
+                netdev: _,
+                nat: false,
+            } => self.route_detach(&vif).await,
+            Request::RouteDetach {
+                vif,
+                netdev,
+                nat: true,
+            } => {
+                self.vifnat_detach(&vif, routes::netdev_or_default(netdev))
+                    .await
+            }
             Request::RouteShow => self.route_show().await,
             Request::NetForward { name, action, spec } => {
                 self.net_forward(&name, &action, spec).await

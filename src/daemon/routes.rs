@@ -57,6 +57,15 @@ fn main_ip(netdev: &str) -> Result<(Ipv4Addr, u8), String> {
         })
 }
 
+/// `netdev` as given, else dom0's default-route device (vif-route's default).
+pub fn netdev_or_default(netdev: Option<String>) -> String {
+    netdev.filter(|n| !n.is_empty()).unwrap_or_else(|| {
+        Rtnl::open()
+            .map(|r| default_netdev(&r))
+            .unwrap_or_else(|_| "eth0".into())
+    })
+}
+
 fn kernel_routes(tap: &str, main: Ipv4Addr, ips: &[Ipv4Addr], add: bool) -> Result<(), String> {
     let rtnl = Rtnl::open().map_err(|e| e.to_string())?;
     let idx = rtnl.ifindex(tap).map_err(|e| e.to_string())?;
@@ -83,7 +92,7 @@ fn kernel_routes(tap: &str, main: Ipv4Addr, ips: &[Ipv4Addr], add: bool) -> Resu
 impl Daemon {
     /// Creates the router of `netdev` (host port, default route into dom0, DHCP) if it
     /// does not exist yet.
-    async fn ensure_router(&self, netdev: &str) -> Result<(String, Ipv4Addr), String> {
+    pub(super) async fn ensure_router(&self, netdev: &str) -> Result<(String, Ipv4Addr), String> {
         let name = router_name(netdev);
         let tap = host_port_name(netdev);
         let (main, prefix) = main_ip(netdev)?;
@@ -216,11 +225,7 @@ impl Daemon {
             Ok(x) => x,
             Err(r) => return r,
         };
-        let netdev = netdev.filter(|n| !n.is_empty()).unwrap_or_else(|| {
-            Rtnl::open()
-                .map(|r| default_netdev(&r))
-                .unwrap_or_else(|_| "eth0".into())
-        });
+        let netdev = netdev_or_default(netdev);
         let (router, main) = match self.ensure_router(&netdev).await {
             Ok(x) => x,
             Err(e) => return Response::err(ErrorKind::Failed, e),

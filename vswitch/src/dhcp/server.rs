@@ -163,6 +163,9 @@ pub enum DhcpConfigError {
     /// A static address that is not a host address of the subnet.
     #[error("static address {0} is not a host address of the subnet")]
     StaticOffSubnet(Ipv4Addr),
+    /// A static binding's host name is empty or longer than an option holds.
+    #[error("host name must be 1 to {MAX_DOMAIN_LEN} bytes")]
+    BadHostName,
     /// A static address already bound to another MAC.
     #[error("static address {0} is already bound to {1}")]
     StaticInUse(Ipv4Addr, MacAddr),
@@ -239,6 +242,19 @@ impl DhcpStats {
     }
 }
 
+/// Options of one static binding that differ from the server's (Xen's vif-nat gives
+/// every vif its own subnet, router address and host name).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StaticOptions {
+    /// The client's subnet (options 1 and 28) instead of the server's; the address must
+    /// be a host address of it.
+    pub subnet: Option<Ipv4Cidr>,
+    /// Option 3 instead of the server's router.
+    pub router: Option<Ipv4Addr>,
+    /// Option 12.
+    pub host_name: Option<String>,
+}
+
 /// The server. Single-threaded; the gateway (or the shell) owns it.
 #[derive(Clone, Debug)]
 pub struct DhcpServer {
@@ -246,9 +262,32 @@ pub struct DhcpServer {
     leases: LeaseTable,
     statics: HashMap<MacAddr, Ipv4Addr, RandomState>,
     static_ips: HashMap<Ipv4Addr, MacAddr, RandomState>,
+    static_opts: HashMap<MacAddr, StaticOptions, RandomState>,
     buckets: HashMap<PortId, TokenBucket, RandomState>,
     pool_cursor: u32,
     stats: DhcpStats,
+}
+
+fn mask_bits(net: Ipv4Cidr) -> u32 {
+    u32::MAX
+        .checked_shl(32 - u32::from(net.prefix_len()))
+        .unwrap_or(0)
+}
+
+fn mask_of(net: Ipv4Cidr) -> Ipv4Addr {
+    Ipv4Addr::from(mask_bits(net))
+}
+
+fn broadcast_of(net: Ipv4Cidr) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(net.addr()) | !mask_bits(net))
+}
+
+/// Whether `ip` is a host address of `net` (not its network or broadcast address,
+/// except on /31 and /32).
+fn is_host_of(net: Ipv4Cidr, ip: Ipv4Addr) -> bool {
+    net.contains(ip)
+        && (net.prefix_len() >= 31
+            || (ip != broadcast_of(net) && u32::from(ip) & !mask_bits(net) != 0))
 }
 
 /// Where a reply goes (RFC 2131 §4.1).
@@ -282,6 +321,7 @@ impl DhcpServer {
             pool_cursor: u32::from(s),
             config,
             statics: HashMap::with_hasher(RandomState::default()),
+            static_opts: HashMap::with_hasher(RandomState::default()),
             static_ips: HashMap::with_hasher(RandomState::default()),
             buckets: HashMap::with_hasher(RandomState::default()),
             stats: DhcpStats::default(),
@@ -311,8 +351,30 @@ impl DhcpServer {
     /// Binds `mac` to `ip` for good (a vif's `ip=`). A dynamic lease another client holds
     /// on `ip` is revoked; the MAC's own dynamic lease on another address is dropped.
     pub fn set_static(&mut self, mac: MacAddr, ip: Ipv4Addr) -> Result<(), DhcpConfigError> {
-        if !self.config.is_host_address(ip) {
+        self.set_static_with(mac, ip, StaticOptions::default())
+    }
+
+    /// [`DhcpServer::set_static`] with options of its own: with `opts.subnet` the
+    /// address must be a host address of that subnet instead of the server's.
+    pub fn set_static_with(
+        &mut self,
+        mac: MacAddr,
+        ip: Ipv4Addr,
+        opts: StaticOptions,
+    ) -> Result<(), DhcpConfigError> {
+        let on_subnet = match opts.subnet {
+            Some(net) => is_host_of(net, ip),
+            None => self.config.is_host_address(ip),
+        };
+        if !on_subnet {
             return Err(DhcpConfigError::StaticOffSubnet(ip));
+        }
+        if opts
+            .host_name
+            .as_ref()
+            .is_some_and(|h| h.is_empty() || h.len() > MAX_DOMAIN_LEN)
+        {
+            return Err(DhcpConfigError::BadHostName);
         }
         if let Some(&other) = self.static_ips.get(&ip) {
             if other != mac {
@@ -328,6 +390,9 @@ impl DhcpServer {
         }
         self.statics.insert(mac, ip);
         self.static_ips.insert(ip, mac);
+        if opts != StaticOptions::default() {
+            self.static_opts.insert(mac, opts);
+        }
         Ok(())
     }
 
@@ -336,6 +401,7 @@ impl DhcpServer {
         if let Some(ip) = self.statics.remove(&mac) {
             self.static_ips.remove(&ip);
         }
+        self.static_opts.remove(&mac);
     }
 
     /// The static address of `mac`.
@@ -698,6 +764,8 @@ impl DhcpServer {
     ) -> DhcpOutcome {
         let c = &self.config;
         let nak = kind == MessageType::Nak;
+        let own = self.static_opts.get(&msg.chaddr);
+        let subnet = own.and_then(|o| o.subnet);
         let lease_secs = u32::try_from(c.lease_time.as_secs()).unwrap_or(u32::MAX);
         let r = DhcpReply {
             message_type: kind,
@@ -712,9 +780,10 @@ impl DhcpServer {
             chaddr_field: msg.chaddr_field,
             server_id: c.server_ip,
             lease_secs: (lease && !nak).then_some(lease_secs),
-            subnet_mask: (!nak).then(|| c.subnet_mask()),
-            broadcast: (!nak).then(|| c.broadcast_addr()),
-            router: c.router.filter(|_| !nak),
+            subnet_mask: (!nak).then(|| subnet.map_or_else(|| c.subnet_mask(), mask_of)),
+            broadcast: (!nak).then(|| subnet.map_or_else(|| c.broadcast_addr(), broadcast_of)),
+            router: own.and_then(|o| o.router).or(c.router).filter(|_| !nak),
+            host_name: own.and_then(|o| o.host_name.as_deref()).filter(|_| !nak),
             dns: if nak { &[] } else { &c.dns_servers },
             domain: c.domain.as_deref().filter(|_| !nak),
             mtu: c.mtu.filter(|_| !nak),

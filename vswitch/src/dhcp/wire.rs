@@ -394,6 +394,8 @@ pub struct DhcpReply<'a> {
     pub router: Option<Ipv4Addr>,
     /// Option 6 (at most 8 are sent).
     pub dns: &'a [Ipv4Addr],
+    /// Option 12 (the host name given to this client).
+    pub host_name: Option<&'a str>,
     /// Option 15.
     pub domain: Option<&'a str>,
     /// Option 26.
@@ -466,6 +468,9 @@ impl DhcpReply<'_> {
                 slot.copy_from_slice(&a.octets());
             }
             w.put(opt::DNS, &d[..4 * n])?;
+        }
+        if let Some(h) = self.host_name {
+            w.put(opt::HOSTNAME, h.as_bytes())?;
         }
         if let Some(dom) = self.domain {
             w.put(opt::DOMAIN, dom.as_bytes())?;
@@ -543,6 +548,8 @@ pub struct ReplySummary {
     pub mtu: Option<u16>,
     /// Option 15 present.
     pub has_domain: bool,
+    /// Option 12 present.
+    pub has_host_name: bool,
 }
 
 /// Parses a BOOTREPLY into a [`ReplySummary`] (total, like the request parser).
@@ -595,6 +602,7 @@ pub fn parse_reply(b: &[u8]) -> Result<ReplySummary, DhcpError> {
             opt::DNS => s.dns = a(d),
             opt::MTU => s.mtu = d.get(..2).map(|x| u16::from_be_bytes([x[0], x[1]])),
             opt::DOMAIN => s.has_domain = true,
+            opt::HOSTNAME => s.has_host_name = true,
             _ => {}
         }
         i += 2 + len;
@@ -722,6 +730,7 @@ mod tests {
             broadcast: Some(Ipv4Addr::new(192, 168, 122, 255)),
             router: Some(Ipv4Addr::new(192, 168, 122, 1)),
             dns: &dns,
+            host_name: None,
             domain: None,
             mtu: None,
             message: None,

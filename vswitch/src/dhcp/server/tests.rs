@@ -171,6 +171,53 @@ fn dora_dynamic_with_exact_options() {
 }
 
 #[test]
+fn static_binding_with_its_own_subnet_router_and_host_name() {
+    // Xen's vif-nat: domid 5, devid 0 => 10.0.5.1/16 with router 10.0.5.128.
+    let mut s = server();
+    let ip = Ipv4Addr::new(10, 0, 5, 1);
+    let router = Ipv4Addr::new(10, 0, 5, 128);
+    let opts = StaticOptions {
+        subnet: Ipv4Cidr::new(ip, 16),
+        router: Some(router),
+        host_name: Some("dom5".into()),
+    };
+    s.set_static_with(C1, ip, opts.clone()).unwrap();
+    let o = run(&mut s, P1, &discover(C1, 1), t(0));
+    let r = o.summary();
+    assert_eq!(r.yiaddr, Some(ip));
+    assert_eq!(r.subnet_mask, Some(Ipv4Addr::new(255, 255, 0, 0)));
+    assert_eq!(r.broadcast, Some(Ipv4Addr::new(10, 0, 255, 255)));
+    assert_eq!(r.router, Some(router));
+    assert!(r.has_host_name);
+    let a = run(&mut s, P1, &select(C1, 1, ip, GW), t(0));
+    assert_eq!(a.summary().message_type, Some(MessageType::Ack));
+    assert_eq!(a.summary().router, Some(router));
+    // Other clients keep the server's options.
+    let o2 = run(&mut s, P2, &discover(C2, 2), t(0));
+    assert_eq!(o2.summary().router, Some(GW));
+    assert!(!o2.summary().has_host_name);
+    // The address must be a host of its own subnet; the host name must fit.
+    let bad = StaticOptions {
+        subnet: Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 16),
+        ..StaticOptions::default()
+    };
+    assert!(s
+        .set_static_with(C2, Ipv4Addr::new(10, 0, 0, 0), bad)
+        .is_err());
+    let long = StaticOptions {
+        host_name: Some("x".repeat(300)),
+        ..opts
+    };
+    assert_eq!(
+        s.set_static_with(C2, Ipv4Addr::new(10, 0, 6, 1), long),
+        Err(DhcpConfigError::BadHostName)
+    );
+    // Removing the binding removes its options.
+    s.remove_static(C1);
+    assert!(s.static_opts.is_empty());
+}
+
+#[test]
 fn static_binding_gets_exactly_its_address() {
     let mut s = server();
     let fifty = Ipv4Addr::new(192, 168, 122, 50);
