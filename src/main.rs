@@ -211,11 +211,22 @@ enum RouteCmd {
         /// dom0's uplink whose address is the gateway (default: the default-route NIC).
         #[arg(long)]
         netdev: Option<String>,
+        /// Xen's vif-nat instead: the guest gets ip= or 10.<domid/256>.<domid%256>.<devid+1>/16
+        /// by DHCP, dom0 the router address (last octet + 127), and its traffic is
+        /// masqueraded out of netdev (what scripts/vif-nat calls).
+        #[arg(long)]
+        nat: bool,
     },
     /// Stop routing a vif and remove its /32 routes.
     Detach {
         /// The vif port.
         vif: String,
+        /// The uplink a vif-nat vif was masqueraded out of.
+        #[arg(long)]
+        netdev: Option<String>,
+        /// Undo vif-nat's addresses and masquerade too.
+        #[arg(long)]
+        nat: bool,
     },
     /// List routed vifs.
     Show {
@@ -384,12 +395,14 @@ fn main() -> ExitCode {
             }
         },
         Command::Route(r) => match r {
-            RouteCmd::Attach { vif, netdev } => {
-                cli::simple(&cli.run_dir, control::Request::RouteAttach { vif, netdev })
-            }
-            RouteCmd::Detach { vif } => {
-                cli::simple(&cli.run_dir, control::Request::RouteDetach { vif })
-            }
+            RouteCmd::Attach { vif, netdev, nat } => cli::simple(
+                &cli.run_dir,
+                control::Request::RouteAttach { vif, netdev, nat },
+            ),
+            RouteCmd::Detach { vif, netdev, nat } => cli::simple(
+                &cli.run_dir,
+                control::Request::RouteDetach { vif, netdev, nat },
+            ),
             RouteCmd::Show { json } => cli::route_show(&cli.run_dir, json),
         },
         Command::Net(n) => match n {
