@@ -313,6 +313,13 @@ fn enter_netns(name: &str) -> std::io::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.cmd, Command::Daemon { .. }) {
+        // A CLI verb whose reader went away (`domnet stats --json | head`) ends quietly
+        // like any Unix tool; the daemon keeps Rust's ignored SIGPIPE so a closed
+        // control connection is an EPIPE, never a death.
+        // SAFETY: signal(2) with SIG_DFL, before any thread is started.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("DOMNET_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
