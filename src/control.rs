@@ -182,6 +182,18 @@ pub enum Request {
     },
     /// Routed vifs.
     RouteShow,
+    /// Impair a port's link in both directions, as netem would (test rigs); all zeros
+    /// lift it.
+    SetImpairment {
+        /// The port.
+        port: String,
+        /// Added one-way delay, µs.
+        delay_us: u64,
+        /// Uniform jitter around the delay, µs (at most the delay).
+        jitter_us: u64,
+        /// Loss probability, parts per million.
+        loss_ppm: u32,
+    },
     /// Stream a pcap of a port's frames (the answer line is followed by pcap bytes).
     Capture {
         /// Port.

@@ -144,6 +144,24 @@ enum Command {
         #[arg(short = 'c')]
         count: Option<u64>,
     },
+    /// Impair a port's link in both directions like netem (delay, jitter, loss), e.g.
+    /// `domnet impair vif3.0 --delay 10ms --loss 1%`; `--clear` lifts it.
+    Impair {
+        /// The port.
+        port: String,
+        /// Added one-way delay (us, ms or s).
+        #[arg(long, value_parser = netcfg::netem::parse_time)]
+        delay: Option<std::time::Duration>,
+        /// Uniform jitter around the delay (at most the delay).
+        #[arg(long, value_parser = netcfg::netem::parse_time)]
+        jitter: Option<std::time::Duration>,
+        /// Loss percentage (`1%`).
+        #[arg(long, value_parser = netcfg::netem::parse_loss)]
+        loss: Option<u32>,
+        /// Lift the impairment.
+        #[arg(long, conflicts_with_all = ["delay", "jitter", "loss"])]
+        clear: bool,
+    },
     /// Run the built-in demonstration on a private daemon and clean up.
     Demo,
     /// Run an external netfront for vif N of a domain created with
@@ -424,6 +442,26 @@ fn main() -> ExitCode {
             }
         },
         Command::Capture { port, file, count } => cli::capture(&cli.run_dir, port, file, count),
+        Command::Impair {
+            port,
+            delay,
+            jitter,
+            loss,
+            clear: _,
+        } => {
+            let us = |d: Option<std::time::Duration>| {
+                d.map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+            };
+            cli::simple(
+                &cli.run_dir,
+                control::Request::SetImpairment {
+                    port,
+                    delay_us: us(delay),
+                    jitter_us: us(jitter),
+                    loss_ppm: loss.unwrap_or(0),
+                },
+            )
+        }
         Command::Demo => demo::run(),
         Command::Frontend { domain, devid, tap } => {
             frontend_cmd::run(&cli.run_dir, &domain, devid, tap)

@@ -10,6 +10,7 @@ pub mod sysctl;
 pub mod tap;
 
 pub mod netdef;
+pub mod netem;
 pub mod rate;
 pub mod vifnat;
 pub mod vifspec;

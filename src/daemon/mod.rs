@@ -11,6 +11,7 @@ mod backend;
 mod bridges;
 mod domains;
 mod frontend;
+mod links;
 mod netbridge;
 mod networks;
 mod routes;
@@ -342,6 +343,15 @@ impl Daemon {
             Request::NetStart { name } => self.net_start(&name).await,
             Request::NetStop { name } => self.net_stop(&name).await,
             Request::NetList => self.net_list().await,
+            Request::SetImpairment {
+                port,
+                delay_us,
+                jitter_us,
+                loss_ppm,
+            } => {
+                self.set_impairment(&port, delay_us, jitter_us, loss_ppm)
+                    .await
+            }
             Request::RouteAttach {
                 vif,
                 netdev,

@@ -107,6 +107,9 @@ drop_reasons! {
     TxQueueFull => "tx_queue_full",
     /// Writing to the egress port failed.
     TxError => "tx_error",
+    /// Lost, or over the queue limit, on a link impaired for a test rig (netem's
+    /// `loss`/`limit`; see `impair`).
+    LinkImpairment => "link_impairment",
     /// The routed path received a frame that is neither IPv4 nor ARP (robustness.md §3 b2,
     /// devlink `non_ip`).
     NonIp => "non_ip",

@@ -35,6 +35,7 @@ pub mod dhcp;
 pub mod dns;
 pub mod fdb;
 pub mod harness;
+pub mod impair;
 pub mod meta;
 pub mod nat;
 pub mod pcap;

@@ -194,6 +194,11 @@ pub(crate) enum Cmd {
         add: bool,
         reply: Reply<()>,
     },
+    SetImpairment {
+        port: String,
+        config: crate::impair::ImpairConfig,
+        reply: Reply<()>,
+    },
     Shutdown,
 }
 
@@ -468,6 +473,22 @@ impl Datapath {
         self.call(|reply| Cmd::AttachRouter {
             port,
             router,
+            config,
+            reply,
+        })
+        .await
+    }
+
+    /// Impairs the link of `port` in both directions (delay with jitter, loss), as
+    /// netem would; a no-op config lifts it once held frames are out.
+    pub async fn set_impairment(
+        &self,
+        port: &str,
+        config: crate::impair::ImpairConfig,
+    ) -> Result<(), DatapathError> {
+        let port = port.to_string();
+        self.call(|reply| Cmd::SetImpairment {
+            port,
             config,
             reply,
         })

@@ -20,6 +20,7 @@ use super::{BridgeSettings, Cmd, DatapathError};
 use crate::bridge::{Bridge, BridgeConfig, Decision};
 use crate::counters::DropReason;
 use crate::dhcp::server::{DhcpOutcome, DhcpServer};
+use crate::impair::{ImpairConfig, ImpairQueue, ImpairVerdict};
 use crate::meta::FrameMeta;
 use crate::port::{PortConfig, PortId};
 use crate::router::{Fragmenter, RouteAction, Router, RouterConfig, RouterPortConfig};
@@ -59,6 +60,52 @@ struct Slot {
     fds: Vec<RawFd>,
     attached: Option<Attachment>,
     captures: Vec<CaptureSink>,
+    /// A rig's link impairment (delay/loss) on this port, both directions.
+    impair: Option<Box<SlotImpair>>,
+}
+
+/// Frames held by a port's impairment: received ones (guest → switch) and ones the
+/// switch sent towards the port. Each held frame keeps a pool reference.
+struct SlotImpair {
+    ingress: ImpairQueue<Pkt>,
+    egress: ImpairQueue<Pkt>,
+}
+
+impl SlotImpair {
+    fn new(config: ImpairConfig) -> Self {
+        let seed: u64 = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        SlotImpair {
+            ingress: ImpairQueue::new(config, seed),
+            egress: ImpairQueue::new(config, seed.rotate_left(17) ^ 0x9E37_79B9),
+        }
+    }
+
+    fn next_due(&self) -> Option<Timestamp> {
+        match (self.ingress.next_due(), self.egress.next_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Lifted and nothing left waiting: the slot can forget it.
+    fn finished(&self) -> bool {
+        self.ingress.config().is_noop() && self.ingress.is_empty() && self.egress.is_empty()
+    }
+
+    fn counters(&self) -> [(&'static str, u64); 6] {
+        let (i, e) = (self.ingress.stats(), self.egress.stats());
+        [
+            ("impair_rx_delayed", i.delayed),
+            ("impair_rx_lost", i.lost),
+            ("impair_rx_overflow", i.overflow),
+            ("impair_tx_delayed", e.delayed),
+            ("impair_tx_lost", e.lost),
+            ("impair_tx_overflow", e.overflow),
+        ]
+    }
 }
 
 struct RouterState {
@@ -195,6 +242,9 @@ impl Worker {
             if self.run_port_timers() {
                 self.flush_dirty();
             }
+            if self.run_impairments() {
+                self.flush_dirty();
+            }
             if last_tick.elapsed() >= self.tick {
                 last_tick = Instant::now();
                 self.on_tick();
@@ -214,6 +264,9 @@ impl Worker {
         let mut wait = self.tick;
         for s in self.slots.iter().flatten() {
             if let Some(t) = s.port.next_timer() {
+                wait = wait.min(t.saturating_since(now));
+            }
+            if let Some(t) = s.impair.as_ref().and_then(|i| i.next_due()) {
                 wait = wait.min(t.saturating_since(now));
             }
         }
@@ -330,12 +383,10 @@ impl Worker {
         self.mark_dirty(slot);
         for pkt in &rx {
             self.capture(slot, Direction::Rx, pkt);
-            match &attached {
-                Some(Attachment::Bridge(bridge, pid)) => self.forward(bridge, *pid, pkt, now),
-                Some(Attachment::Router(router, pid)) => self.route(router, *pid, pkt, now),
-                None => self.unattached_drops += 1,
+            if self.hold_ingress(slot, pkt, now) {
+                continue;
             }
-            self.pool.release(pkt.buf);
+            self.ingest(attached.as_ref(), pkt, now);
         }
         if let Some(Attachment::Router(router, _)) = &attached {
             self.route_ready(router);
@@ -350,6 +401,130 @@ impl Worker {
             }
         }
         self.rx = rx;
+    }
+
+    /// A received frame enters its pipeline; the buffer is released afterwards.
+    fn ingest(&mut self, attached: Option<&Attachment>, pkt: &Pkt, now: Timestamp) {
+        match attached {
+            Some(Attachment::Bridge(bridge, pid)) => self.forward(bridge, *pid, pkt, now),
+            Some(Attachment::Router(router, pid)) => self.route(router, *pid, pkt, now),
+            None => self.unattached_drops += 1,
+        }
+        self.pool.release(pkt.buf);
+    }
+
+    /// Applies the ingress side of a port's impairment: true when the frame was lost
+    /// (released) or held (kept for later), false when it goes on now.
+    fn hold_ingress(&mut self, slot: usize, pkt: &Pkt, now: Timestamp) -> bool {
+        let Some(Some(s)) = self.slots.get_mut(slot) else {
+            return false;
+        };
+        let Some(imp) = s.impair.as_mut() else {
+            return false;
+        };
+        match imp.ingress.decide(now) {
+            ImpairVerdict::Pass => false,
+            ImpairVerdict::Hold(due) => {
+                imp.ingress.push(due, *pkt);
+                true
+            }
+            ImpairVerdict::Lose | ImpairVerdict::Overflow => {
+                self.pool.release(pkt.buf);
+                true
+            }
+        }
+    }
+
+    /// Applies the egress side of port `slot`'s impairment to a frame the pipeline sends
+    /// there: `None` to transmit now, else held (a pool reference taken) or lost.
+    fn hold_egress(
+        slots: &mut [Option<Slot>],
+        pool: &mut BufferPool,
+        slot: usize,
+        pkt: &Pkt,
+        now: Timestamp,
+    ) -> Option<Result<(), DropReason>> {
+        let imp = slots.get_mut(slot)?.as_mut()?.impair.as_mut()?;
+        match imp.egress.decide(now) {
+            ImpairVerdict::Pass => None,
+            ImpairVerdict::Hold(due) => {
+                pool.retain(pkt.buf);
+                imp.egress.push(due, *pkt);
+                Some(Ok(()))
+            }
+            ImpairVerdict::Lose | ImpairVerdict::Overflow => Some(Err(DropReason::LinkImpairment)),
+        }
+    }
+
+    /// Releases the frames of impaired ports that are due; true if any moved.
+    fn run_impairments(&mut self) -> bool {
+        let now = self.now();
+        let mut moved = false;
+        for slot in 0..self.slots.len() {
+            if self.slots[slot].as_ref().is_none_or(|s| s.impair.is_none()) {
+                continue;
+            }
+            // Frames the guest sent: into the pipeline.
+            let attached = self.slots[slot].as_ref().and_then(|s| s.attached.clone());
+            let mut routed = false;
+            while let Some(pkt) = self.slots[slot]
+                .as_mut()
+                .and_then(|s| s.impair.as_mut())
+                .and_then(|i| i.ingress.pop_due(now))
+            {
+                self.ingest(attached.as_ref(), &pkt, now);
+                routed = true;
+                moved = true;
+            }
+            if routed {
+                if let Some(Attachment::Router(router, _)) = &attached {
+                    self.route_ready(router);
+                }
+            }
+            // Frames towards the guest: out of the port.
+            loop {
+                let Worker {
+                    slots, pool, hv, ..
+                } = self;
+                let Some(s) = slots[slot].as_mut() else { break };
+                let Some(pkt) = s.impair.as_mut().and_then(|i| i.egress.pop_due(now)) else {
+                    break;
+                };
+                if let Ok(info) = FrameInfo::parse(pool.bytes(pkt.buf, pkt.off, pkt.len)) {
+                    let mut ctx = PortCtx::new(pool, now, hv);
+                    // A failure now is the port's own (ring full…), counted by its driver.
+                    let _ = s.port.transmit(&mut ctx, &pkt, &info);
+                }
+                self.pool.release(pkt.buf);
+                self.mark_dirty(slot);
+                moved = true;
+            }
+            if let Some(s) = self.slots[slot].as_mut() {
+                if s.impair.as_ref().is_some_and(|i| i.finished()) {
+                    s.impair = None;
+                }
+            }
+        }
+        moved
+    }
+
+    fn set_impairment(&mut self, port: &str, config: ImpairConfig) -> Result<(), DatapathError> {
+        let slot = *self
+            .by_name
+            .get(port)
+            .ok_or_else(|| DatapathError::NoSuchPort(port.to_string()))?;
+        let Some(Some(s)) = self.slots.get_mut(slot) else {
+            return Err(DatapathError::NoSuchPort(port.to_string()));
+        };
+        match s.impair.as_mut() {
+            Some(imp) => {
+                imp.ingress.set_config(config);
+                imp.egress.set_config(config);
+            }
+            None if config.is_noop() => {}
+            None => s.impair = Some(Box::new(SlotImpair::new(config))),
+        }
+        Ok(())
     }
 
     fn forward(&mut self, bridge: &str, in_port: PortId, pkt: &Pkt, now: Timestamp) {
@@ -404,6 +579,23 @@ impl Worker {
         };
         let Some(Some(s)) = slots.get_mut(slot) else {
             b.bridge.record_tx_drop(dst, DropReason::UnknownPort);
+            return;
+        };
+        if s.impair.is_some() {
+            match Self::hold_egress(slots, pool, slot, pkt, now) {
+                Some(Ok(())) => {
+                    b.bridge.record_tx(dst, pkt.len);
+                    self.capture(slot, Direction::Tx, pkt);
+                    return;
+                }
+                Some(Err(r)) => {
+                    b.bridge.record_tx_drop(dst, r);
+                    return;
+                }
+                None => {}
+            }
+        }
+        let Some(Some(s)) = slots.get_mut(slot) else {
             return;
         };
         let exclusive = unicast && pool.holders(pkt.buf) == 1 && s.captures.is_empty();
@@ -571,7 +763,23 @@ impl Worker {
         let Some(r) = routers.get_mut(router) else {
             return;
         };
-        let Some(Some(s)) = r.slots.get(&dst).and_then(|&slot| slots.get_mut(slot)) else {
+        let Some(&slot) = r.slots.get(&dst) else {
+            r.router.record_tx_drop(dst, DropReason::UnknownPort);
+            return;
+        };
+        match Self::hold_egress(slots, pool, slot, pkt, now) {
+            Some(Ok(())) => {
+                r.router.record_tx(dst, pkt.len);
+                self.capture(slot, Direction::Tx, pkt);
+                return;
+            }
+            Some(Err(reason)) => {
+                r.router.record_tx_drop(dst, reason);
+                return;
+            }
+            None => {}
+        }
+        let Some(Some(s)) = slots.get_mut(slot) else {
             r.router.record_tx_drop(dst, DropReason::UnknownPort);
             return;
         };
@@ -790,6 +998,13 @@ impl Worker {
                 };
                 let _ = reply.send(r);
             }
+            Cmd::SetImpairment {
+                port,
+                config,
+                reply,
+            } => {
+                let _ = reply.send(self.set_impairment(&port, config));
+            }
             Cmd::Shutdown => self.stop = true,
         }
     }
@@ -811,6 +1026,7 @@ impl Worker {
             fds: Vec::new(),
             attached: None,
             captures: Vec::new(),
+            impair: None,
         });
         self.by_name.insert(name.clone(), slot);
         self.register_fds(slot);
@@ -828,6 +1044,11 @@ impl Worker {
         if let Some(mut s) = self.slots[slot].take() {
             for fd in s.fds.drain(..) {
                 self.epoll.del(fd);
+            }
+            if let Some(mut imp) = s.impair.take() {
+                for p in imp.ingress.drain().chain(imp.egress.drain()) {
+                    self.pool.release(p.buf);
+                }
             }
             let mut ctx = PortCtx::new(&mut self.pool, now, &self.hv);
             s.port.close(&mut ctx);
@@ -1087,6 +1308,7 @@ impl Worker {
                         .port
                         .counters()
                         .into_iter()
+                        .chain(s.impair.iter().flat_map(|i| i.counters()))
                         .map(|(k, v)| (k.to_string(), v))
                         .collect(),
                     ..PortReport::default()
