@@ -62,6 +62,12 @@ struct Slot {
     captures: Vec<CaptureSink>,
     /// A rig's link impairment (delay/loss) on this port, both directions.
     impair: Option<Box<SlotImpair>>,
+    /// Whether the control plane wants the port forwarding (its `PortConfig.enabled`).
+    admin_enabled: bool,
+    /// The driver's carrier as last applied to the pipeline: like the kernel bridge, a
+    /// port without carrier (a vif before its rings connect, after a fatal error or a
+    /// stall) is disabled, so nothing is flooded to it and its MACs are flushed.
+    link_up: bool,
 }
 
 /// Frames held by a port's impairment: received ones (guest → switch) and ones the
@@ -325,6 +331,7 @@ impl Worker {
                 let mut ctx = PortCtx::new(pool, now, hv);
                 s.port.flush(&mut ctx);
             }
+            self.sync_link(slot);
         }
         // Ports whose fd set changed (a vif got its rings) are re-registered.
         for i in 0..self.slots.len() {
@@ -334,6 +341,38 @@ impl Worker {
             if changed {
                 self.register_fds(i);
             }
+        }
+    }
+
+    /// Applies a carrier change of the port in `slot` to its bridge or router port.
+    fn sync_link(&mut self, slot: usize) {
+        let Some(Some(s)) = self.slots.get_mut(slot) else {
+            return;
+        };
+        let carrier = s.port.carrier();
+        if carrier == s.link_up {
+            return;
+        }
+        s.link_up = carrier;
+        let enabled = s.admin_enabled && carrier;
+        let applied = match &s.attached {
+            Some(Attachment::Bridge(b, pid)) => self
+                .bridges
+                .get_mut(b)
+                .is_some_and(|b| b.bridge.set_port_enabled(*pid, enabled).is_ok()),
+            Some(Attachment::Router(r, pid)) => self
+                .routers
+                .get_mut(r)
+                .is_some_and(|r| r.router.set_port_enabled(*pid, enabled).is_ok()),
+            None => false,
+        };
+        if applied {
+            info!(
+                "{}: {} carrier {}",
+                self.name,
+                s.port.name(),
+                if carrier { "on" } else { "off" }
+            );
         }
     }
 
@@ -1027,6 +1066,8 @@ impl Worker {
             attached: None,
             captures: Vec::new(),
             impair: None,
+            admin_enabled: true,
+            link_up: true,
         });
         self.by_name.insert(name.clone(), slot);
         self.register_fds(slot);
@@ -1155,6 +1196,10 @@ impl Worker {
                 None => {}
             }
         }
+        let mut config = config;
+        let admin = config.enabled;
+        let carrier = self.slots[slot].as_ref().is_some_and(|s| s.port.carrier());
+        config.enabled = admin && carrier;
         let b = self
             .bridges
             .get_mut(bridge)
@@ -1166,6 +1211,8 @@ impl Worker {
         b.slots.insert(pid, slot);
         if let Some(Some(s)) = self.slots.get_mut(slot) {
             s.attached = Some(Attachment::Bridge(bridge.to_string(), pid));
+            s.admin_enabled = admin;
+            s.link_up = carrier;
         }
         info!("{}: {port} attached to {bridge}", self.name);
         Ok(())
@@ -1225,6 +1272,10 @@ impl Worker {
                 });
             }
         }
+        let mut config = config;
+        let admin = config.enabled;
+        let carrier = self.slots[slot].as_ref().is_some_and(|s| s.port.carrier());
+        config.enabled = admin && carrier;
         let r = self
             .routers
             .get_mut(router)
@@ -1236,6 +1287,8 @@ impl Worker {
         r.slots.insert(pid, slot);
         if let Some(Some(s)) = self.slots.get_mut(slot) {
             s.attached = Some(Attachment::Router(router.to_string(), pid));
+            s.admin_enabled = admin;
+            s.link_up = carrier;
         }
         info!("{}: {port} attached to router {router}", self.name);
         Ok(())
@@ -1277,7 +1330,7 @@ impl Worker {
             .by_name
             .get(port)
             .ok_or_else(|| DatapathError::NoSuchPort(port.to_string()))?;
-        let Some(Some(s)) = self.slots.get(slot) else {
+        let Some(Some(s)) = self.slots.get_mut(slot) else {
             return Err(DatapathError::NoSuchPort(port.to_string()));
         };
         let Some(Attachment::Bridge(bridge, pid)) = s.attached.clone() else {
@@ -1285,6 +1338,9 @@ impl Worker {
                 "port `{port}` is not attached to a bridge"
             )));
         };
+        let mut config = config;
+        s.admin_enabled = config.enabled;
+        config.enabled = config.enabled && s.link_up;
         let b = self
             .bridges
             .get_mut(&bridge)
