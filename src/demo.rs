@@ -1,252 +1,330 @@
-//! `domnet demo`: a private daemon in a temporary directory, a scripted walk through
-//! what domnet does, a table of the checks, and everything torn down afterwards.
+//! `domnet demo`: the embedded default rig (`scripts/rigs/demo.toml`) — dom0 with
+//! xenbr0 on its uplink to an outside LAN, a bridged pair, a routed domain and a NAT
+//! domain with a port forward — built on a private daemon, then connectivity (ping RTT)
+//! and throughput (iperf3) checks along every kind of path, a table of what reached
+//! what, and everything torn down, on failure and Ctrl-C too. Exit 0 when every check
+//! passed.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::ExitCode;
+use std::time::Instant;
 
-use hypervisor::xs_socket::SocketClient;
+use domnet::rig::probe::{self, IperfRun};
+use domnet::rig::{self, interrupt, report, Rig, RigError, RigGuard, RigOptions};
 
-use crate::cli::format_list;
-use crate::control::{self, Request};
-use crate::daemon::DomainRow;
+/// The demo's topology.
+const DEMO_RIG: &str = include_str!("../scripts/rigs/demo.toml");
 
-struct Demo {
-    dir: PathBuf,
-    run: PathBuf,
-    state: PathBuf,
-    daemon: Option<Child>,
-    checks: Vec<(String, bool, String)>,
+/// Pings per connectivity check.
+const PINGS: u32 = 5;
+/// Seconds per throughput check.
+const IPERF_SECONDS: u32 = 2;
+
+/// Tools the demo drives, with their Debian packages (scripts/demo installs them).
+const TOOLS: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("ping", "iputils-ping"),
+    ("iperf3", "iperf3"),
+    ("dhclient", "isc-dhcp-client"),
+    ("xenstore-write", "xenstore-utils"),
+    ("nft", "nftables"),
+];
+
+/// One row of the final table.
+struct Check {
+    from: String,
+    to: String,
+    path: &'static str,
+    rtt_ms: Option<f64>,
+    gbps: Option<f64>,
+    ok: bool,
+    note: String,
 }
 
-impl Demo {
-    fn step(&self, what: &str) {
-        println!("==> {what}");
-    }
+fn say(line: &str) {
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+}
 
-    fn check(&mut self, what: &str, ok: bool, detail: impl Into<String>) {
-        let detail = detail.into();
-        println!(
-            "    [{}] {what}{}",
-            if ok { " ok " } else { "FAIL" },
-            if detail.is_empty() {
-                String::new()
-            } else {
-                format!(": {detail}")
-            }
-        );
-        self.checks.push((what.to_string(), ok, detail));
-    }
-
-    fn start_daemon(&mut self) -> Result<Duration, String> {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("daemon.log"))
-            .map_err(|e| e.to_string())?;
-        let t0 = Instant::now();
-        let child = Command::new(exe)
-            .arg("daemon")
-            .arg("--run-dir")
-            .arg(&self.run)
-            .arg("--state-dir")
-            .arg(&self.state)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("cannot start the daemon: {e}"))?;
-        self.daemon = Some(child);
-        while t0.elapsed() < Duration::from_secs(20) {
-            if control::call(&self.run, &Request::List).is_ok() {
-                return Ok(t0.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Err("the daemon did not come up within 20 s (see daemon.log)".into())
-    }
-
-    fn call(&self, req: &Request) -> Result<serde_json::Value, String> {
-        match control::call(&self.run, req) {
-            Ok(r) if r.ok => Ok(r.data),
-            Ok(r) => Err(r.error.unwrap_or_default()),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
-    fn list(&self) -> Result<Vec<DomainRow>, String> {
-        serde_json::from_value(self.call(&Request::List)?).map_err(|e| e.to_string())
-    }
-
-    fn kill_daemon(&mut self, signal: i32) {
-        if let Some(mut c) = self.daemon.take() {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(c.id() as i32, signal) };
-            let _ = c.wait();
-        }
+fn mark(ok: bool) -> &'static str {
+    if ok {
+        " ok "
+    } else {
+        "FAIL"
     }
 }
 
-impl Drop for Demo {
-    fn drop(&mut self) {
-        self.kill_daemon(libc::SIGTERM);
-        let _ = std::fs::remove_dir_all(&self.dir);
+/// A host's first address, from the rig's record (`dom0`/`outside` from the plan).
+fn addr_of(rig: &Rig, host: &str) -> Option<Ipv4Addr> {
+    let plan = rig.plan();
+    match host {
+        "dom0" => plan.outside.as_ref().map(|o| o.dom0_address.ip),
+        "outside" => plan.outside.as_ref().map(|o| o.address.ip),
+        _ => rig
+            .state()
+            .host(host)
+            .and_then(|h| h.vifs.first())
+            .and_then(|v| v.addresses.first())
+            .map(|a| a.ip),
     }
 }
 
-const GUEST_CFG: &str = "# embedded demo guest\nname = \"NAME\"\nmemory = 64\nvcpus = 1\n";
-
-fn write_cfg(dir: &Path, name: &str) -> Result<(PathBuf, String), String> {
-    let text = GUEST_CFG.replace("NAME", name);
-    let path = dir.join(format!("{name}.cfg"));
-    std::fs::write(&path, &text).map_err(|e| e.to_string())?;
-    Ok((path, text))
-}
-
-/// Runs the demo; exit 0 when every check passed.
+/// Runs the demo.
 pub fn run() -> ExitCode {
-    let dir = std::env::temp_dir().join(format!("domnet-demo-{}", std::process::id()));
-    let mut demo = Demo {
-        run: dir.join("run"),
-        state: dir.join("state"),
-        dir,
-        daemon: None,
-        checks: Vec::new(),
-    };
-    if let Err(e) = std::fs::create_dir_all(&demo.run) {
-        eprintln!("domnet demo: cannot create {}: {e}", demo.run.display());
+    let t0 = Instant::now();
+    if let Err(e) = preflight() {
+        eprintln!("domnet demo: {e}");
         return ExitCode::from(1);
     }
-    if let Err(e) = script(&mut demo) {
-        demo.check("demo script", false, e);
-    }
-    println!();
-    println!("{:<58} result", "check");
-    for (what, ok, _) in &demo.checks {
-        println!("{:<58} {}", what, if *ok { "pass" } else { "FAIL" });
-    }
-    let failed = demo.checks.iter().filter(|c| !c.1).count();
-    println!(
-        "\n{} checks, {} failed. (Networking — vifs, bridges, routes, NAT — arrives with the next releases of this demo.)",
-        demo.checks.len(),
-        failed
-    );
-    if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    interrupt::install();
+    let name = format!("demo-{}", std::process::id() % 100_000);
+    let mut checks = Vec::new();
+    let outcome = demo(&name, &mut checks);
+    let took = t0.elapsed().as_secs_f64();
+    print_table(&checks);
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    match outcome {
+        Ok(()) if failed == 0 => {
+            say(&format!(
+                "\n{} checks passed in {took:.1} s; the rig is gone.",
+                checks.len()
+            ));
+            ExitCode::SUCCESS
+        }
+        Ok(()) => {
+            say(&format!(
+                "\n{failed} of {} checks FAILED ({took:.1} s); the rig is gone.",
+                checks.len()
+            ));
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("\ndomnet demo: {e} ({took:.1} s); the rig is gone.");
+            ExitCode::from(1)
+        }
     }
 }
 
-fn script(demo: &mut Demo) -> Result<(), String> {
-    demo.step(&format!(
-        "starting a private daemon in {}",
-        demo.dir.display()
-    ));
-    let up = demo.start_daemon()?;
-    demo.check(
-        "daemon up (hypervisor + xenstored)",
-        true,
-        format!("{:.0} ms", up.as_secs_f64() * 1000.0),
-    );
-
-    demo.step("creating two domains from xl.cfg files");
-    for name in ["demo-web", "demo-db"] {
-        let (path, text) = write_cfg(&demo.dir, name)?;
-        let r = demo.call(&Request::Create {
-            config: text,
-            path: path.display().to_string(),
-        });
-        demo.check(
-            &format!("create {name}"),
-            r.is_ok(),
-            r.err().unwrap_or_default(),
-        );
+fn preflight() -> Result<(), RigError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(RigError::NotRoot);
     }
-    let rows = demo.list()?;
-    print!("{}", format_list(&rows));
-    demo.check("list shows dom0 and both guests", rows.len() == 3, "");
-
-    demo.step("xenstore as Xen's tools see it (XENSTORED_PATH)");
-    let dom0_sock: String =
-        serde_json::from_value(demo.call(&Request::XenstorePath { domain: None })?)
-            .map_err(|e| e.to_string())?;
-    println!("    XENSTORED_PATH={dom0_sock}");
-    let web = rows
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let missing: Vec<String> = TOOLS
         .iter()
-        .find(|r| r.name == "demo-web")
-        .ok_or("demo-web missing")?;
-    let mut xs = SocketClient::connect(Path::new(&dom0_sock)).map_err(|e| e.to_string())?;
-    let home = format!("/local/domain/{}", web.domid);
-    let children = xs.directory(&home).map_err(|e| e.to_string())?;
-    println!("    {home}: {}", children.join(" "));
-    let name = xs
-        .read(&format!("{home}/name"))
-        .map_err(|e| e.to_string())?;
-    demo.check(
-        "standard tree written on create",
-        name == b"demo-web",
-        String::from_utf8_lossy(&name),
-    );
-
-    let guest_sock: String = serde_json::from_value(demo.call(&Request::XenstorePath {
-        domain: Some("demo-web".into()),
-    })?)
-    .map_err(|e| e.to_string())?;
-    let mut guest = SocketClient::connect(Path::new(&guest_sock)).map_err(|e| e.to_string())?;
-    let own = guest.write("data/greeting", b"hello from the guest");
-    demo.check(
-        "guest writes under its own home (relative path)",
-        own.is_ok(),
-        "",
-    );
-    let denied = guest.read("/local/domain/0/name");
-    demo.check(
-        "guest cannot read dom0's nodes",
-        denied.as_ref().err().and_then(|e| e.xs()).map(|e| e.name()) == Some("EACCES"),
-        denied.err().map(|e| e.to_string()).unwrap_or_default(),
-    );
-
-    demo.step("kill -9 the daemon, start it again");
-    demo.kill_daemon(libc::SIGKILL);
-    let up = demo.start_daemon()?;
-    let after = demo.list()?;
-    demo.check(
-        "domains survive kill -9",
-        after
-            .iter()
-            .map(|r| (&r.name, r.domid))
-            .eq(rows.iter().map(|r| (&r.name, r.domid))),
-        format!("back in {:.0} ms", up.as_secs_f64() * 1000.0),
-    );
-    let mut xs = SocketClient::connect(Path::new(&dom0_sock)).map_err(|e| e.to_string())?;
-    let greeting = xs
-        .read(&format!("{home}/data/greeting"))
-        .map_err(|e| e.to_string())?;
-    demo.check(
-        "committed xenstore data survives kill -9",
-        greeting == b"hello from the guest",
-        "",
-    );
-
-    demo.step("destroying the guests");
-    for name in ["demo-web", "demo-db"] {
-        let r = demo.call(&Request::Destroy {
-            domain: name.into(),
-        });
-        demo.check(
-            &format!("destroy {name}"),
-            r.is_ok(),
-            r.err().unwrap_or_default(),
-        );
+        .filter(|(t, _)| !std::env::split_paths(&path).any(|d| d.join(t).is_file()))
+        .map(|(t, p)| format!("{t} ({p})"))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(RigError::step(
+            "looking for the demo's tools",
+            format!(
+                "missing: {} — scripts/demo installs them with apt-get",
+                missing.join(", ")
+            ),
+        ))
     }
-    let gone = xs.read(&home).err().and_then(|e| e.xs()).map(|e| e.name());
-    demo.check(
-        "destroy removes the domain's nodes",
-        gone == Some("ENOENT"),
-        "",
-    );
-    demo.kill_daemon(libc::SIGTERM);
-    Ok(())
+}
+
+fn demo(name: &str, checks: &mut Vec<Check>) -> Result<(), RigError> {
+    say(&format!(
+        "==> building the demo rig `{name}` (scripts/rigs/demo.toml) on a private daemon"
+    ));
+    let plan = rig::load_text(DEMO_RIG, "scripts/rigs/demo.toml", None, Some(name))?;
+    let opts = RigOptions::from_env()?;
+    let mut progress = |l: &str| say(&format!("    {l}"));
+    let built = rig::build::up(plan, Some("(embedded demo)".into()), &opts, &mut progress)?;
+    let guard = RigGuard::new(built);
+    println!();
+    for line in report::summary(guard.state()).lines() {
+        say(&format!("    {line}"));
+    }
+    println!();
+    let result = exercise(&guard, checks);
+    say("==> tearing the rig down");
+    let down = guard.down();
+    result?;
+    down
+}
+
+fn interrupted() -> Result<(), RigError> {
+    if interrupt::interrupted() {
+        Err(RigError::Interrupted)
+    } else {
+        Ok(())
+    }
+}
+
+fn exercise(rig: &Rig, checks: &mut Vec<Check>) -> Result<(), RigError> {
+    let pings: [(&str, &str, &'static str); 10] = [
+        ("web", "db", "xenbr0 (bridged pair)"),
+        ("db", "web", "xenbr0 (bridged pair)"),
+        ("web", "dom0", "xenbr0 -> host port"),
+        ("web", "outside", "xenbr0 -> uplink"),
+        ("outside", "db", "uplink -> xenbr0"),
+        ("routed", "outside", "route (vif-route)"),
+        ("outside", "routed", "dom0 /32 -> route"),
+        ("web", "routed", "xenbr0 -> dom0 -> route"),
+        ("natted", "outside", "virbr0 NAT (masquerade)"),
+        ("natted", "web", "virbr0 NAT -> xenbr0"),
+    ];
+    say(&format!(
+        "==> connectivity: {} paths, {PINGS} pings each, all at once",
+        pings.len()
+    ));
+    let mut pairs = Vec::new();
+    for (from, to, _) in &pings {
+        let addr = addr_of(rig, to)
+            .ok_or_else(|| RigError::step("connectivity", format!("{to} has no address")))?;
+        pairs.push((from.to_string(), addr));
+    }
+    let stats = probe::ping_many(rig, &pairs, PINGS)?;
+    for ((from, to, path), ((_, addr), s)) in pings.iter().zip(pairs.iter().zip(stats)) {
+        let ok = s.received == s.sent && s.sent > 0;
+        say(&format!(
+            "    [{}] {from} -> {to} ({addr}): {}/{} replies{}",
+            mark(ok),
+            s.received,
+            s.sent,
+            s.rtt_avg_ms
+                .map(|r| format!(", rtt avg {r:.2} ms"))
+                .unwrap_or_default()
+        ));
+        checks.push(Check {
+            from: from.to_string(),
+            to: format!("{to} {addr}"),
+            path,
+            rtt_ms: s.rtt_avg_ms,
+            gbps: None,
+            ok,
+            note: if ok {
+                String::new()
+            } else {
+                format!("{}/{} replies", s.received, s.sent)
+            },
+        });
+    }
+    interrupted()?;
+    let forward = rig
+        .plan()
+        .networks
+        .first()
+        .and_then(|n| n.port_forward.first().copied());
+    let dom0 = addr_of(rig, "dom0");
+    let mut runs: Vec<(IperfRun, String, &'static str)> = vec![
+        (
+            IperfRun::new("web", "db", IPERF_SECONDS),
+            "db".into(),
+            "xenbr0 (bridged pair)",
+        ),
+        (
+            IperfRun::new("routed", "outside", IPERF_SECONDS),
+            "outside".into(),
+            "route -> dom0 -> uplink",
+        ),
+        (
+            IperfRun::new("natted", "outside", IPERF_SECONDS),
+            "outside".into(),
+            "virbr0 NAT (masquerade)",
+        ),
+    ];
+    if let (Some(f), Some(dom0)) = (forward, dom0) {
+        let mut r = IperfRun::new("outside", "natted", IPERF_SECONDS);
+        r.connect = Some((dom0, Some(f.host_port)));
+        r.server_port = Some(f.guest_port);
+        runs.push((
+            r,
+            format!("natted via {dom0}:{}", f.host_port),
+            "port forward -> virbr0",
+        ));
+    }
+    say(&format!(
+        "==> throughput: iperf3 TCP, {IPERF_SECONDS} s per path"
+    ));
+    for (run, to, path) in runs {
+        interrupted()?;
+        let r = probe::iperf(rig, &run);
+        match &r {
+            Ok(res) => say(&format!(
+                "    [ ok ] {} -> {to} ({}:{}): {}",
+                run.client,
+                res.addr,
+                res.port,
+                report::gbits(res.stats.received_bps)
+            )),
+            Err(e) => say(&format!("    [FAIL] {} -> {to}: {e}", run.client)),
+        }
+        let ok = r.as_ref().is_ok_and(|res| res.stats.received_bps > 0.0);
+        let gbps = r.as_ref().ok().map(|res| res.stats.gbps());
+        let note = r.as_ref().err().map(|e| e.to_string()).unwrap_or_default();
+        // The same path as a ping check: one row with both figures.
+        let same = r
+            .as_ref()
+            .ok()
+            .filter(|_| run.connect.is_none())
+            .and_then(|res| {
+                let to = format!("{} {}", run.server, res.addr);
+                checks
+                    .iter_mut()
+                    .find(|c| c.from == run.client && c.to == to)
+            });
+        match same {
+            Some(c) => {
+                c.gbps = gbps;
+                c.ok &= ok;
+            }
+            None => checks.push(Check {
+                from: run.client.clone(),
+                to: to.clone(),
+                path,
+                rtt_ms: None,
+                gbps,
+                ok,
+                note,
+            }),
+        }
+    }
+    interrupted()
+}
+
+fn print_table(checks: &[Check]) {
+    if checks.is_empty() {
+        return;
+    }
+    let w_to = checks.iter().map(|c| c.to.len()).max().unwrap_or(2).max(2);
+    let w_path = checks
+        .iter()
+        .map(|c| c.path.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!();
+    say(&format!(
+        "{:<8} {:<w_to$}  {:<w_path$}  {:>9}  {:>12}  RESULT",
+        "FROM", "TO", "PATH", "RTT avg", "THROUGHPUT"
+    ));
+    for c in checks {
+        say(&format!(
+            "{:<8} {:<w_to$}  {:<w_path$}  {:>9}  {:>12}  {}{}",
+            c.from,
+            c.to,
+            c.path,
+            c.rtt_ms
+                .map(|r| format!("{r:.2} ms"))
+                .unwrap_or_else(|| "-".into()),
+            c.gbps
+                .map(|g| format!("{g:.2} Gbit/s"))
+                .unwrap_or_else(|| "-".into()),
+            if c.ok { "ok" } else { "FAIL" },
+            if c.note.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", c.note)
+            }
+        ));
+    }
 }

@@ -4,13 +4,14 @@
 //! such domain, …); 2 usage error; 3 the daemon is not reachable; 4 internal error.
 
 mod cli;
-mod control;
 mod daemon;
 mod demo;
 mod frontend_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+use domnet::control;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -162,6 +163,9 @@ enum Command {
         #[arg(long, conflicts_with_all = ["delay", "jitter", "loss"])]
         clear: bool,
     },
+    /// Test rigs: build a topology from a TOML file on a private daemon, exec,
+    /// pingall, iperf, down, clean, list.
+    Rig(domnet::rig::cli::RigCmd),
     /// Run the built-in demonstration on a private daemon and clean up.
     Demo,
     /// Run an external netfront for vif N of a domain created with
@@ -462,6 +466,7 @@ fn main() -> ExitCode {
                 },
             )
         }
+        Command::Rig(r) => domnet::rig::cli::run(r),
         Command::Demo => demo::run(),
         Command::Frontend { domain, devid, tap } => {
             frontend_cmd::run(&cli.run_dir, &domain, devid, tap)
