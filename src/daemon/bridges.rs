@@ -21,6 +21,17 @@ use crate::control::{ErrorKind, Response};
 /// Where bridge definitions live in xenstore.
 pub const BRIDGE_STORE: &str = "/tool/domnet/bridge";
 
+/// Where static MAC table entries (`fdb add`) live in xenstore:
+/// `FDB_STORE/<bridge>/<aa-bb-cc-dd-ee-ff>` holds the port's name. The switch drops a
+/// port's entries with the port, so they are replayed whenever the port (re)joins its
+/// bridge — after a daemon restart, when its vif is reconnected.
+pub const FDB_STORE: &str = "/tool/domnet/fdb";
+
+/// The xenstore key of a static entry (xenstore paths have no `:`).
+fn fdb_key(bridge: &str, mac: &netcfg::vifspec::MacAddr) -> String {
+    format!("{FDB_STORE}/{bridge}/{}", mac.to_string().replace(':', "-"))
+}
+
 /// A bridge definition (what is persisted).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BridgeDef {
@@ -115,6 +126,7 @@ impl Daemon {
             delete_host_tap(name);
             return Err(dp_error(e));
         }
+        self.replay_static_fdb(name, name).await;
         Ok(())
     }
 
@@ -151,6 +163,7 @@ impl Daemon {
         }
         delete_host_tap(name);
         let _ = self.ctl.rm(0, &format!("{BRIDGE_STORE}/{name}")).await;
+        let _ = self.ctl.rm(0, &format!("{FDB_STORE}/{name}")).await;
         Response::ok(serde_json::json!({ "bridge": name }))
     }
 
@@ -203,6 +216,7 @@ impl Daemon {
                     let ips = v.allowed_ipv4.iter().map(|c| c.addr()).collect();
                     self.nat_static_guest(bridge, v.mac, ips, true).await;
                 }
+                self.replay_static_fdb(bridge, port).await;
                 Response::ok(serde_json::json!({ "bridge": bridge, "port": port }))
             }
             Err(e) => dp_error(e),
@@ -233,7 +247,10 @@ impl Daemon {
             }
         }
         match self.dp.detach(port).await {
-            Ok(()) => Response::ok(serde_json::json!({ "bridge": bridge, "port": port })),
+            Ok(()) => {
+                self.forget_static_fdb(Some(bridge), port).await;
+                Response::ok(serde_json::json!({ "bridge": bridge, "port": port }))
+            }
             Err(e) => dp_error(e),
         }
     }
@@ -251,10 +268,18 @@ impl Daemon {
         let Ok(m) = mac.parse::<netcfg::vifspec::MacAddr>() else {
             return Response::err(ErrorKind::BadInput, format!("bad MAC address `{mac}`"));
         };
-        match self.dp.fdb_add(bridge, vswitch::MacAddr(m.0), port).await {
-            Ok(()) => Response::ok(serde_json::json!({})),
-            Err(e) => dp_error(e),
+        if let Err(e) = self.dp.fdb_add(bridge, vswitch::MacAddr(m.0), port).await {
+            return dp_error(e);
         }
+        if let Err(e) = self
+            .ctl
+            .write(0, &fdb_key(bridge, &m), port.as_bytes())
+            .await
+        {
+            let _ = self.dp.fdb_del(bridge, vswitch::MacAddr(m.0)).await;
+            return Response::err(ErrorKind::Failed, format!("recording {mac}: {e}"));
+        }
+        Response::ok(serde_json::json!({}))
     }
 
     /// `domnet fdb del BRIDGE MAC`.
@@ -262,9 +287,69 @@ impl Daemon {
         let Ok(m) = mac.parse::<netcfg::vifspec::MacAddr>() else {
             return Response::err(ErrorKind::BadInput, format!("bad MAC address `{mac}`"));
         };
+        let recorded = self
+            .ctl
+            .try_read_string(0, &fdb_key(bridge, &m))
+            .await
+            .ok()
+            .flatten()
+            .is_some();
+        if recorded {
+            let _ = self.ctl.rm(0, &fdb_key(bridge, &m)).await;
+        }
         match self.dp.fdb_del(bridge, vswitch::MacAddr(m.0)).await {
             Ok(()) => Response::ok(serde_json::json!({})),
+            // The port that held it is gone (its entries went with it).
+            Err(_) if recorded => Response::ok(serde_json::json!({})),
             Err(e) => dp_error(e),
+        }
+    }
+
+    /// The recorded static entries of `bridge` as (key, MAC, port).
+    async fn static_fdb_records(
+        &self,
+        bridge: &str,
+    ) -> Vec<(String, netcfg::vifspec::MacAddr, String)> {
+        let dir = format!("{FDB_STORE}/{bridge}");
+        let mut out = Vec::new();
+        for k in self.ctl.directory(0, &dir).await.unwrap_or_default() {
+            let key = format!("{dir}/{k}");
+            let Ok(mac) = k.replace('-', ":").parse::<netcfg::vifspec::MacAddr>() else {
+                continue;
+            };
+            if let Ok(Some(port)) = self.ctl.try_read_string(0, &key).await {
+                out.push((key, mac, port));
+            }
+        }
+        out
+    }
+
+    /// Puts back the recorded static entries of `port` on `bridge` (the port has just
+    /// joined it).
+    pub(crate) async fn replay_static_fdb(&self, bridge: &str, port: &str) {
+        for (_, mac, p) in self.static_fdb_records(bridge).await {
+            if p != port {
+                continue;
+            }
+            if let Err(e) = self.dp.fdb_add(bridge, vswitch::MacAddr(mac.0), port).await {
+                tracing::warn!("static entry {mac} on {bridge} via {port} not restored: {e}");
+            }
+        }
+    }
+
+    /// Forgets the recorded static entries of `port` (on `bridge`, or on every bridge):
+    /// the port left, and the switch dropped its entries with it.
+    pub(crate) async fn forget_static_fdb(&self, bridge: Option<&str>, port: &str) {
+        let bridges = match bridge {
+            Some(b) => vec![b.to_string()],
+            None => self.ctl.directory(0, FDB_STORE).await.unwrap_or_default(),
+        };
+        for b in bridges {
+            for (key, _, p) in self.static_fdb_records(&b).await {
+                if p == port {
+                    let _ = self.ctl.rm(0, &key).await;
+                }
+            }
         }
     }
 

@@ -65,7 +65,7 @@ fn open_guest_tap(domain: &str, devid: u32, mac: &str, mtu: u32) -> Result<Tap, 
 }
 
 /// Deletes the guest's `eth<N>` (detach finished).
-fn delete_guest_tap(domain: &str, devid: u32) {
+pub(crate) fn delete_guest_tap(domain: &str, devid: u32) {
     if let Ok(ns) = NetNs::open(domain) {
         if let Ok(rtnl) = Rtnl::open_in(&ns) {
             let _ = rtnl.delete_link(guest_ifname(devid).as_str());

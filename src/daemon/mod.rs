@@ -1,16 +1,20 @@
 //! `domnet daemon`: plays hypervisor, xenstored and dom0's backend.
 //!
-//! Startup order: take the run directory's lock (one daemon per run dir), replay the
-//! journal and start xenstored (sockets under `RUN_DIR/xenstored/`), start the two
-//! datapath workers ("switch" and "frontends"), bring back what the journal says exists
-//! (bridges, uplinks, domains and their vifs), then open the control socket the CLI
-//! talks to. SIGTERM/SIGINT stop it cleanly; `kill -9` loses nothing that was
-//! acknowledged (the journal is written before every reply).
+//! Startup order: take the run directory's lock (one daemon per run dir), kill hotplug
+//! scripts a killed predecessor left running, replay the journal and start xenstored
+//! (sockets under `RUN_DIR/xenstored/`), start the two datapath workers ("switch" and
+//! "frontends"), bind the control socket, bring back what the journal says exists
+//! (bridges, uplinks, NAT networks; then every vif's XenBus states are reset before the
+//! backend and frontend drivers start, and domains and their vifs come back), then
+//! serve the CLI. SIGTERM/SIGINT stop it cleanly; `kill -9` loses nothing that was
+//! acknowledged (the journal is written before every reply), and an attach or detach
+//! it interrupted is rolled back or finished at the next start.
 
 mod backend;
 mod bridges;
 mod domains;
 mod frontend;
+mod leftovers;
 mod links;
 mod netbridge;
 mod networks;
@@ -470,6 +474,10 @@ const FRONTEND_POOL: (u64, u32) = (1024 + 384 * vswitch::datapath::BUF_FRAMES, 2
 /// Runs the daemon until SIGTERM/SIGINT.
 pub fn run(opts: DaemonOptions) -> Result<()> {
     let _lock = lock_run_dir(&opts.run_dir)?;
+    let leftovers = leftovers::kill_leftover_hotplug(&opts.run_dir);
+    if leftovers > 0 {
+        warn!("killed {leftovers} hotplug script processes a previous daemon left running");
+    }
     let mut cfg = XenstoredConfig::new(&opts.run_dir, &opts.state_dir);
     cfg.sync = opts.sync;
     let t0 = Instant::now();
@@ -520,18 +528,22 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         hvsocks: std::sync::Mutex::new(std::collections::HashMap::new()),
     });
     let result = rt.block_on(async {
+        // Bound before the vifs come back: their hotplug scripts call the CLI (served
+        // once the restore tasks are started).
+        let listener = bind_control(&opts.run_dir)?;
         let t1 = Instant::now();
         daemon.restore_bridges().await;
         daemon.restore_netbridges().await;
-        tokio::spawn(Arc::clone(&daemon).run_backend_driver());
         daemon.restore_networks().await;
+        let plan = daemon.prepare_restore().await;
+        tokio::spawn(Arc::clone(&daemon).run_backend_driver());
         tokio::spawn(Arc::clone(&daemon).run_lease_saver());
-        Arc::clone(&daemon).restore_domains().await;
+        Arc::clone(&daemon).restore_domains(plan).await;
         info!(
             "configuration restored in {:.1} ms",
             t1.elapsed().as_secs_f64() * 1000.0
         );
-        serve(Arc::clone(&daemon), &opts.run_dir).await
+        serve(Arc::clone(&daemon), listener, &opts.run_dir).await
     });
     drop(rt);
     fe.shutdown();
@@ -542,11 +554,14 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     result
 }
 
-async fn serve(daemon: Arc<Daemon>, run_dir: &Path) -> Result<()> {
+fn bind_control(run_dir: &Path) -> Result<UnixListener> {
     let path = control::control_socket(run_dir);
     let _ = std::fs::remove_file(&path);
-    let listener =
-        UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+    UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))
+}
+
+async fn serve(daemon: Arc<Daemon>, listener: UnixListener, run_dir: &Path) -> Result<()> {
+    let path = control::control_socket(run_dir);
     info!("domnet daemon ready: control socket {}", path.display());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;

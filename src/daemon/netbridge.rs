@@ -307,6 +307,7 @@ impl Daemon {
             let _ = self.dp.remove_port(uplink).await;
             return Err(e.to_string());
         }
+        self.replay_static_fdb(bridge, uplink).await;
         Ok(())
     }
 
@@ -429,6 +430,10 @@ impl Daemon {
             .rm(0, &format!("{}/{bridge}", super::bridges::BRIDGE_STORE))
             .await;
         let _ = self.ctl.rm(0, &format!("{NETBRIDGE_STORE}/{bridge}")).await;
+        let _ = self
+            .ctl
+            .rm(0, &format!("{}/{bridge}", super::bridges::FDB_STORE))
+            .await;
         if problems.is_empty() {
             info!("network-bridge: {} restored from {bridge}", st.netdev);
             Response::ok(serde_json::json!({ "bridge": bridge, "netdev": st.netdev }))

@@ -339,6 +339,7 @@ impl Daemon {
             undo_bridge().await;
             return Err(e.to_string());
         }
+        self.replay_static_fdb(&def.bridge, &port_name).await;
         let wall = wall_ms();
         let _ = self
             .dp
@@ -404,6 +405,10 @@ impl Daemon {
         if let Err(e) = self.dp.del_bridge(&def.bridge).await {
             warn!("net stop {name}: {e}");
         }
+        let _ = self
+            .ctl
+            .rm(0, &format!("{}/{}", super::bridges::FDB_STORE, def.bridge))
+            .await;
         let t = nat_table(name);
         let _ = nft(&format!("table inet {t} {{}}\ndelete table inet {t}\n"));
         let _ = self

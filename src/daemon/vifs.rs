@@ -31,6 +31,11 @@ const STATE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long attach waits for an in-daemon frontend to connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The key of `/libxl/<D>/device/vif/<N>` that marks an attach not yet acknowledged:
+/// written with the vif's nodes, removed once the vif is connected. A daemon that
+/// finds it after a restart rolls the attach back (the user never got a success).
+pub(crate) const ATTACH_PENDING: &str = "attach-pending";
+
 /// The xenstore paths of one vif.
 #[derive(Debug, Clone)]
 pub struct VifPaths {
@@ -40,6 +45,9 @@ pub struct VifPaths {
     pub frontend: String,
     /// `/local/domain/0/backend/vif/<D>/<N>`.
     pub backend: String,
+    /// `/local/domain/0/error/backend/vif/<D>/<N>` (where the backend reports a fatal
+    /// connection error).
+    pub error: String,
 }
 
 impl VifPaths {
@@ -49,6 +57,7 @@ impl VifPaths {
             libxl: format!("/libxl/{domid}/device/vif/{devid}"),
             frontend: format!("/local/domain/{domid}/device/vif/{devid}"),
             backend: format!("/local/domain/0/backend/vif/{domid}/{devid}"),
+            error: format!("/local/domain/0/error/backend/vif/{domid}/{devid}"),
         }
     }
 }
@@ -178,6 +187,7 @@ impl Daemon {
                 w(format!("{}/frontend", p.libxl), p.frontend.clone()).await?;
                 w(format!("{}/backend", p.libxl), p.backend.clone()).await?;
                 w(format!("{}/domnet-spec", p.libxl), spec_json.clone()).await?;
+                w(format!("{}/{ATTACH_PENDING}", p.libxl), "1".into()).await?;
                 // Frontend: owned by the guest, readable by the backend.
                 w(format!("{}/backend", p.frontend), p.backend.clone()).await?;
                 w(format!("{}/backend-id", p.frontend), "0".into()).await?;
@@ -316,6 +326,14 @@ impl Daemon {
         let t0 = Instant::now();
         let paths = self.write_vif_nodes(info, spec, devid).await?;
         let result = self.bring_up(info, devid, &paths).await;
+        let result = match result {
+            Ok(()) => self
+                .ctl
+                .rm(0, &format!("{}/{ATTACH_PENDING}", paths.libxl))
+                .await
+                .map_err(|e| format!("recording the attach: {e}")),
+            Err(e) => Err(e),
+        };
         match result {
             Ok(()) => {
                 info!(
@@ -394,6 +412,8 @@ impl Daemon {
     /// offline script, then remove every node. `force` skips waiting on a frontend.
     pub(crate) async fn remove_vif(&self, domid: DomId, devid: u32, force: bool) {
         let p = VifPaths::new(domid, devid);
+        let vifname = self.read_opt(&format!("{}/vifname", p.backend)).await;
+        let port = Self::vif_port_name(domid, devid, vifname.as_deref());
         if self
             .read_opt(&format!("{}/frontend", p.backend))
             .await
@@ -454,21 +474,32 @@ impl Daemon {
             let _ = self.ctl.rm(tx, &p.frontend).await;
             let _ = self.ctl.rm(tx, &p.libxl).await;
             let _ = self.ctl.rm(tx, &p.backend).await;
+            // A failed connection's error node (xenbus_dev_fatal) goes with the device.
+            let _ = self.ctl.rm(tx, &p.error).await;
             match self.ctl.transaction_end(tx, true).await {
                 Err(XsClientError::Xs(XsError::EAGAIN)) => continue,
                 _ => break,
             }
         }
+        // Static MAC entries on the port went with it in the switch.
+        self.forget_static_fdb(None, &port).await;
         // Empty parents go too (libxl leaves no debris).
-        let be_dom = format!("/local/domain/0/backend/vif/{domid}");
-        if self
-            .ctl
-            .directory(0, &be_dom)
-            .await
-            .map(|c| c.is_empty())
-            .unwrap_or(false)
-        {
-            let _ = self.ctl.rm(0, &be_dom).await;
+        for parent in [
+            format!("/local/domain/0/backend/vif/{domid}"),
+            format!("/local/domain/0/error/backend/vif/{domid}"),
+            "/local/domain/0/error/backend/vif".to_string(),
+            "/local/domain/0/error/backend".to_string(),
+            "/local/domain/0/error".to_string(),
+        ] {
+            if self
+                .ctl
+                .directory(0, &parent)
+                .await
+                .map(|c| c.is_empty())
+                .unwrap_or(false)
+            {
+                let _ = self.ctl.rm(0, &parent).await;
+            }
         }
     }
 
