@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{require_root, require_tool, unique, wait_for, Daemon, Netns};
+use common::{guest_ok, guest_sh, require_root, require_tool, unique, wait_for, Daemon, Netns};
 use hypervisor::memory::Gfn;
 use vif::env_socket::SocketEnv;
 use vif::extfront::XenbusFrontend;
@@ -46,24 +46,6 @@ const CHILD_MARK: &str = "HALF-PACKET-PUBLISHED";
 const SUBNET: &str = "10.234.0";
 const HANDSHAKE: Duration = Duration::from_secs(10);
 const VERDICT: Duration = Duration::from_secs(5);
-
-fn guest_sh(name: &str, cmd: &str) -> std::process::Output {
-    Command::new("ip")
-        .args(["netns", "exec", name, "sh", "-c", cmd])
-        .output()
-        .unwrap()
-}
-
-fn guest_ok(name: &str, cmd: &str) -> String {
-    let o = guest_sh(name, cmd);
-    assert!(
-        o.status.success(),
-        "[{name}] {cmd}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// A child process killed (and reaped) when dropped, even if the test failed.
 struct ChildGuard(Option<Child>);

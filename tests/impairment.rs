@@ -5,20 +5,11 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{driver, require_root, unique, Daemon, Netns};
-
-fn guest(name: &str, cmd: &str) -> std::process::Output {
-    Command::new("ip")
-        .args(["netns", "exec", name, "sh", "-c", cmd])
-        .output()
-        .unwrap()
-}
+use common::{driver, guest_sh, require_root, unique, Daemon, Netns};
 
 /// Average RTT in ms of `count` pings from `ns` to `ip` (None if all were lost).
 fn rtt_avg(ns: &str, ip: &str, count: u32) -> Option<f64> {
-    let o = guest(ns, &format!("ping -c {count} -i 0.05 -W 1 {ip}"));
+    let o = guest_sh(ns, &format!("ping -c {count} -i 0.05 -W 1 {ip}"));
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     let line = text.lines().find(|l| l.contains("min/avg/max"))?;
     let nums = line.split('=').nth(1)?.trim();
@@ -36,7 +27,7 @@ fn delay_loss_and_lifting_on_a_vif() {
     let ida = d.create(&a, "vif = [ 'bridge=impbr0' ]");
     d.create(&b, "vif = [ 'bridge=impbr0' ]");
     for (g, ip) in [(&a, "10.77.0.1/24"), (&b, "10.77.0.2/24")] {
-        let o = guest(
+        let o = guest_sh(
             g,
             &format!("ip link set lo up && ip addr add {ip} dev eth0 && ip link set eth0 up"),
         );
@@ -63,7 +54,7 @@ fn delay_loss_and_lifting_on_a_vif() {
 
     // 30 % loss: some pings get through, and the loss is in the right range.
     d.ok(&["impair", &port, "--loss", "30%"]);
-    let o = guest(&a, "ping -c 100 -i 0.02 -W 1 10.77.0.2");
+    let o = guest_sh(&a, "ping -c 100 -i 0.02 -W 1 10.77.0.2");
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     let received: u32 = text
         .split(", ")

@@ -5,67 +5,13 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{driver, require_root, require_tool, unique, Background, Daemon, Netns};
-
-fn guest(name: &str, cmd: &str) -> std::process::Output {
-    Command::new("ip")
-        .args(["netns", "exec", name, "sh", "-c", cmd])
-        .output()
-        .unwrap()
-}
-
-fn guest_ok(name: &str, cmd: &str) -> String {
-    let o = guest(name, cmd);
-    assert!(
-        o.status.success(),
-        "[{name}] {cmd}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use common::{
+    dhclient, driver, guest_ok, guest_sh, require_root, require_tool, unique, Background, Daemon,
+    Netns, NetnsEtc,
+};
 
 fn helper(name: &str) -> String {
     format!("{}/tests/helpers/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Per-namespace resolv.conf, so dhclient-script never touches the host's.
-struct NetnsEtc(String);
-
-impl NetnsEtc {
-    fn new(ns: &str) -> NetnsEtc {
-        let dir = format!("/etc/netns/{ns}");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(format!("{dir}/resolv.conf"), "").unwrap();
-        NetnsEtc(dir)
-    }
-}
-
-impl Drop for NetnsEtc {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// dhclient once on eth0; the address it configured.
-fn dhclient(ns: &str) -> String {
-    let lease = format!("/tmp/{ns}.leases");
-    let pid = format!("/tmp/{ns}.pid");
-    guest_ok(ns, "ip link set lo up");
-    guest_ok(
-        ns,
-        &format!("timeout 30 dhclient -1 -lf {lease} -pf {pid} eth0"),
-    );
-    let _ = guest(ns, &format!("dhclient -x -pf {pid}"));
-    let _ = std::fs::remove_file(&lease);
-    let addr = guest_ok(ns, "ip -4 -o addr show dev eth0");
-    addr.split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// dom0 with an uplink veth to an "outside" namespace (10.92.0.2) running a UDP echo
@@ -110,7 +56,7 @@ impl Lab {
     }
 
     /// A guest on `labbr` with a static address (by DHCP through `ip=`).
-    fn guest(&self, name: &str, ip: &str) -> NetnsEtc {
+    fn guest_sh(&self, name: &str, ip: &str) -> NetnsEtc {
         let etc = NetnsEtc::new(name);
         self.d
             .create(name, &format!("vif = [ 'bridge=labbr,ip={ip}' ]"));
@@ -153,8 +99,8 @@ fn a_guest_over_its_connection_share_is_capped_and_counted_while_another_keeps_w
         "max_connections = 35\nmax_connections_per_guest = 20",
     );
     let (a, b) = (unique("ncza"), unique("nczb"));
-    let _ea = lab.guest(&a, "10.91.0.10");
-    let _eb = lab.guest(&b, "10.91.0.11");
+    let _ea = lab.guest_sh(&a, "10.91.0.10");
+    let _eb = lab.guest_sh(&b, "10.91.0.11");
 
     // a opens 60 flows: 20 get through, the rest are refused (zone full) and counted.
     let ok = lab.flows(&a, 20000, 60);
@@ -184,8 +130,8 @@ fn masquerade_port_exhaustion_is_bounded_and_counted() {
     // Ten source ports for the whole network.
     let lab = Lab::new("ncp", "nat_ports = \"40000-40009\"");
     let (a, b) = (unique("ncpa"), unique("ncpb"));
-    let _ea = lab.guest(&a, "10.91.0.10");
-    let _eb = lab.guest(&b, "10.91.0.11");
+    let _ea = lab.guest_sh(&a, "10.91.0.10");
+    let _eb = lab.guest_sh(&b, "10.91.0.11");
 
     let ok = lab.flows(&a, 21000, 8);
     assert_eq!(ok, 8, "the first flows fit in the range: {}", lab.dump());
@@ -260,7 +206,7 @@ fn guests_resolve_names_through_the_gateway_which_forwards_to_the_configured_ser
     let got = guest_ok(&a, "getent ahostsv4 www.example.test");
     assert!(got.starts_with("10.1.2.3"), "{got}");
     // A negative answer comes back as one too (not a timeout).
-    let o = guest(&a, "timeout 5 getent ahostsv4 nothing.missing");
+    let o = guest_sh(&a, "timeout 5 getent ahostsv4 nothing.missing");
     assert_eq!(o.status.code(), Some(2), "NXDOMAIN: {o:?}");
     assert!(lab.gw("dns_queries_sent") >= 2, "{}", lab.dump());
     assert!(lab.gw("dns_answers") >= 2, "{}", lab.dump());

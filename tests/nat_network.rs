@@ -7,63 +7,9 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{require_root, require_tool, unique, Daemon, Netns};
-
-fn guest(name: &str, cmd: &str) -> std::process::Output {
-    Command::new("ip")
-        .args(["netns", "exec", name, "sh", "-c", cmd])
-        .output()
-        .unwrap()
-}
-
-fn guest_ok(name: &str, cmd: &str) -> String {
-    let o = guest(name, cmd);
-    assert!(
-        o.status.success(),
-        "[{name}] {cmd}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Per-namespace resolv.conf, so `ip netns exec` bind-mounts it and dhclient-script
-/// never touches the host's. Removed on drop.
-struct NetnsEtc(String);
-
-impl NetnsEtc {
-    fn new(ns: &str) -> NetnsEtc {
-        let dir = format!("/etc/netns/{ns}");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(format!("{dir}/resolv.conf"), "").unwrap();
-        NetnsEtc(dir)
-    }
-}
-
-impl Drop for NetnsEtc {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Runs dhclient once on eth0 of `ns`; returns the address it configured.
-fn dhclient(ns: &str) -> String {
-    let lease = format!("/tmp/{ns}.leases");
-    let pid = format!("/tmp/{ns}.pid");
-    guest_ok(ns, "ip link set lo up");
-    guest_ok(
-        ns,
-        &format!("timeout 30 dhclient -1 -lf {lease} -pf {pid} eth0"),
-    );
-    let _ = guest(ns, &format!("dhclient -x -pf {pid}"));
-    let _ = std::fs::remove_file(&lease);
-    let addr = guest_ok(ns, "ip -4 -o addr show dev eth0");
-    addr.split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string()
-}
+use common::{
+    dhclient, guest_ok, guest_sh, require_root, require_tool, unique, Daemon, Netns, NetnsEtc,
+};
 
 #[test]
 fn default_network_dhcp_masquerade_forwards_and_icmp_errors() {
@@ -150,7 +96,7 @@ fn default_network_dhcp_masquerade_forwards_and_icmp_errors() {
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(300));
-        let c = guest(client, "timeout 15 iperf3 -c 10.88.0.1 -p 8080 -t 1");
+        let c = guest_sh(client, "timeout 15 iperf3 -c 10.88.0.1 -p 8080 -t 1");
         let _ = srv.wait_with_output();
         assert!(
             c.status.success(),

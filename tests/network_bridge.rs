@@ -4,31 +4,7 @@
 
 mod common;
 
-use common::{require_root, Daemon, Netns};
-
-/// `ip -j addr` and routes with the fields that legitimately change over time removed.
-fn net_state(ns: &Netns) -> serde_json::Value {
-    let mut addr: serde_json::Value = serde_json::from_str(&ns.sh("ip -j addr")).unwrap();
-    for link in addr.as_array_mut().unwrap() {
-        if let Some(infos) = link["addr_info"].as_array_mut() {
-            for a in infos {
-                let o = a.as_object_mut().unwrap();
-                if o.get("dynamic").is_some() {
-                    o.remove("valid_life_time");
-                    o.remove("preferred_life_time");
-                }
-            }
-        }
-    }
-    let r4: serde_json::Value =
-        serde_json::from_str(&ns.sh("ip -j -4 route show table all")).unwrap();
-    let mut r6: serde_json::Value =
-        serde_json::from_str(&ns.sh("ip -j -6 route show table all")).unwrap();
-    for r in r6.as_array_mut().unwrap() {
-        r.as_object_mut().unwrap().remove("expires");
-    }
-    serde_json::json!({ "addr": addr, "route4": r4, "route6": r6 })
-}
+use common::{net_state, require_root, Daemon, Netns};
 
 fn topology() -> (Netns, Netns) {
     let dom0 = Netns::new("nbd0-");

@@ -6,25 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{require_root, require_tool, unique, Daemon, Netns};
-
-fn guest(name: &str, cmd: &str) -> std::process::Output {
-    Command::new("ip")
-        .args(["netns", "exec", name, "sh", "-c", cmd])
-        .output()
-        .unwrap()
-}
-
-fn guest_ok(name: &str, cmd: &str) -> String {
-    let o = guest(name, cmd);
-    assert!(
-        o.status.success(),
-        "[{name}] {cmd}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use common::{guest_ok, guest_sh, require_root, require_tool, unique, Daemon, Netns};
 
 #[test]
 fn routed_domains_reach_and_are_reached_through_dom0() {
@@ -65,7 +47,7 @@ fn routed_domains_reach_and_are_reached_through_dom0() {
         &r1,
         &format!("timeout 30 dhclient -1 -lf /tmp/{r1}.leases -pf /tmp/{r1}.pid eth0"),
     );
-    let _ = guest(&r1, &format!("dhclient -x -pf /tmp/{r1}.pid"));
+    let _ = guest_sh(&r1, &format!("dhclient -x -pf /tmp/{r1}.pid"));
     assert!(guest_ok(&r1, "ip -4 -o addr show dev eth0").contains("10.89.0.50/"));
     assert!(guest_ok(&r1, "ip route show default").contains("via 10.89.0.1"));
     // r2 is configured by hand (its prefix is not dom0's).
@@ -81,7 +63,7 @@ fn routed_domains_reach_and_are_reached_through_dom0() {
     guest_ok(&r2, "ping -c 1 -W 2 10.89.0.1");
 
     // TTL 1: time-exceeded from dom0's address.
-    let probe = guest(&r1, "ping -c 1 -t 1 -W 2 10.89.0.2");
+    let probe = guest_sh(&r1, "ping -c 1 -t 1 -W 2 10.89.0.2");
     let text = String::from_utf8_lossy(&probe.stdout).to_string();
     assert!(
         text.contains("From 10.89.0.1") && text.contains("Time to live exceeded"),
@@ -89,7 +71,7 @@ fn routed_domains_reach_and_are_reached_through_dom0() {
     );
 
     // A source the vif does not own is dropped and counted.
-    let _ = guest(
+    let _ = guest_sh(
         &r2,
         "ip addr add 10.90.0.99/32 dev eth0; ping -c 1 -W 1 -I 10.90.0.99 10.89.0.2",
     );
@@ -155,7 +137,7 @@ fn vif_nat_domains_get_xens_addresses_by_dhcp_and_are_masqueraded() {
             g,
             &format!("timeout 30 dhclient -1 -lf /tmp/{g}.leases -pf /tmp/{g}.pid eth0"),
         );
-        let _ = guest(g, &format!("dhclient -x -pf /tmp/{g}.pid"));
+        let _ = guest_sh(g, &format!("dhclient -x -pf /tmp/{g}.pid"));
         let _ = std::fs::remove_file(format!("/tmp/{g}.leases"));
         let addr = guest_ok(g, "ip -4 -o addr show dev eth0");
         assert!(addr.contains(&format!("inet {want} ")), "{addr}");

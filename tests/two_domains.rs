@@ -16,29 +16,11 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{require_root, require_tool, unique, wait_for, Daemon, Netns};
+use common::{guest_ok, guest_sh, require_root, require_tool, unique, wait_for, Daemon, Netns};
 use vif::env::FrontendEnv;
 use vif::env_socket::{SocketEnv, VIF_WINDOW};
 
 const GTF_TYPE_MASK: u16 = 3;
-
-fn guest_sh(name: &str, cmd: &str) -> std::process::Output {
-    Command::new("ip")
-        .args(["netns", "exec", name, "sh", "-c", cmd])
-        .output()
-        .unwrap()
-}
-
-fn guest_ok(name: &str, cmd: &str) -> String {
-    let o = guest_sh(name, cmd);
-    assert!(
-        o.status.success(),
-        "[{name}] {cmd}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 fn ping(from: &str, to: &str) {
     guest_ok(from, &format!("ping -c 3 -i 0.2 -W 2 {to}"));

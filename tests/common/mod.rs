@@ -397,3 +397,67 @@ impl Drop for Background {
         }
     }
 }
+
+/// Runs `cmd` with `sh -c` inside namespace `ns` (a guest domain, dom0 or outside).
+pub fn guest_sh(ns: &str, cmd: &str) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "sh", "-c", cmd])
+        .output()
+        .unwrap_or_else(|e| panic!("ip netns exec {ns}: {e}"))
+}
+
+/// [`guest_sh`] that must succeed; its stdout.
+pub fn guest_ok(ns: &str, cmd: &str) -> String {
+    let o = guest_sh(ns, cmd);
+    assert!(
+        o.status.success(),
+        "[{ns}] {cmd}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A per-namespace `/etc/netns/NS/resolv.conf`, so `ip netns exec` bind-mounts it and
+/// dhclient-script never touches the host's. Removed on drop.
+pub struct NetnsEtc(String);
+
+impl NetnsEtc {
+    pub fn new(ns: &str) -> NetnsEtc {
+        let dir = format!("/etc/netns/{ns}");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(format!("{dir}/resolv.conf"), "").unwrap();
+        NetnsEtc(dir)
+    }
+
+    /// The guest's resolv.conf as dhclient-script left it.
+    pub fn resolv_conf(&self) -> String {
+        std::fs::read_to_string(format!("{}/resolv.conf", self.0)).unwrap_or_default()
+    }
+}
+
+impl Drop for NetnsEtc {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs Debian's dhclient once on eth0 of `ns` (lo brought up first); the address it
+/// configured, as `A.B.C.D/LEN` (empty if none).
+pub fn dhclient(ns: &str) -> String {
+    let lease = format!("/tmp/{ns}.leases");
+    let pid = format!("/tmp/{ns}.pid");
+    guest_ok(ns, "ip link set lo up");
+    guest_ok(
+        ns,
+        &format!("timeout 30 dhclient -1 -lf {lease} -pf {pid} eth0"),
+    );
+    let _ = guest_sh(ns, &format!("dhclient -x -pf {pid}"));
+    let _ = std::fs::remove_file(&lease);
+    let addr = guest_ok(ns, "ip -4 -o addr show dev eth0");
+    addr.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
