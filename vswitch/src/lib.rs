@@ -19,7 +19,8 @@
 //! * [`nat`]: connection tracking, masquerade, port forwards and hairpin, and the NAT
 //!   network's gateway that ties NAT, DHCP and DNS to a bridge (libvirt's `virbr0`);
 //! * [`dhcp`]: the DHCPv4 server (RFC 2131) with leases that survive restarts;
-//! * [`dns`]: the DNS forwarder core for NAT guests.
+//! * [`dns`]: the DNS forwarder core for NAT guests;
+//! * [`impair`]: netem-like delay, jitter and loss on a port, for test rigs.
 //!
 //! Nothing here performs I/O, reads a clock or spawns a thread: time is a [`Timestamp`]
 //! passed in, and the datapath shell that owns sockets and threads drives these types.
