@@ -296,6 +296,7 @@ impl Daemon {
             .is_some();
         if recorded {
             let _ = self.ctl.rm(0, &fdb_key(bridge, &m)).await;
+            self.rm_if_empty(&format!("{FDB_STORE}/{bridge}")).await;
         }
         match self.dp.fdb_del(bridge, vswitch::MacAddr(m.0)).await {
             Ok(()) => Response::ok(serde_json::json!({})),
@@ -345,11 +346,16 @@ impl Daemon {
             None => self.ctl.directory(0, FDB_STORE).await.unwrap_or_default(),
         };
         for b in bridges {
-            for (key, _, p) in self.static_fdb_records(&b).await {
+            let records = self.static_fdb_records(&b).await;
+            if !records.iter().any(|(_, _, p)| p == port) {
+                continue;
+            }
+            for (key, _, p) in records {
                 if p == port {
                     let _ = self.ctl.rm(0, &key).await;
                 }
             }
+            self.rm_if_empty(&format!("{FDB_STORE}/{b}")).await;
         }
     }
 

@@ -193,6 +193,18 @@ impl Daemon {
         }
     }
 
+    /// Removes `path` if it has no children (no debris of emptied directories).
+    pub(crate) async fn rm_if_empty(&self, path: &str) {
+        if self
+            .ctl
+            .directory(0, path)
+            .await
+            .is_ok_and(|c| c.is_empty())
+        {
+            let _ = self.ctl.rm(0, path).await;
+        }
+    }
+
     /// The backend directory of a vif port (`vif<D>.<N>`, or a custom `vifname`).
     pub(crate) async fn vif_backend_of(&self, port: &str) -> Option<String> {
         if let Some((d, n)) = port

@@ -89,7 +89,34 @@ fn kernel_routes(tap: &str, main: Ipv4Addr, ips: &[Ipv4Addr], add: bool) -> Resu
     Ok(())
 }
 
+/// Where a router's MAC lives in xenstore (`ROUTER_STORE/<netdev>/mac`).
+pub const ROUTER_STORE: &str = "/tool/domnet/router";
+
 impl Daemon {
+    /// The MAC of the router's side of its host port: random (locally administered,
+    /// Xen's 00:16:3e with the local bit) the first time, then the same for good, so
+    /// dom0's neighbour entries for the routed guests stay right across a daemon
+    /// restart instead of pointing at a MAC nobody answers to until they expire.
+    async fn router_mac(&self, netdev: &str) -> MacAddr {
+        let key = format!("{ROUTER_STORE}/{netdev}/mac");
+        if let Some(m) = self
+            .ctl
+            .try_read_string(0, &key)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|m| m.parse::<netcfg::vifspec::MacAddr>().ok())
+        {
+            return MacAddr(m.0);
+        }
+        let r: [u8; 3] = rand::random();
+        let mac = MacAddr([0x02, 0x16, 0x3e, r[0], r[1], r[2]]);
+        if let Err(e) = self.ctl.write(0, &key, mac.to_string().as_bytes()).await {
+            warn!("router of {netdev}: recording its MAC: {e}");
+        }
+        mac
+    }
+
     /// Creates the router of `netdev` (host port, default route into dom0, DHCP) if it
     /// does not exist yet.
     pub(super) async fn ensure_router(&self, netdev: &str) -> Result<(String, Ipv4Addr), String> {
@@ -119,10 +146,7 @@ impl Daemon {
             .and_then(|l| l.mac)
             .map(|m| MacAddr(m.0))
             .ok_or_else(|| format!("{tap} has no MAC"))?;
-        let router_mac = {
-            let r: [u8; 3] = rand::random();
-            MacAddr([0x02, 0x16, 0x3e, r[0], r[1], r[2]])
-        };
+        let router_mac = self.router_mac(netdev).await;
         if let Err(e) = self.dp.add_port(Box::new(TapPort::new(&tap, handle))).await {
             return Err(e.to_string());
         }
@@ -337,6 +361,8 @@ impl Daemon {
             let _ = self.dp.remove_port(&tap).await;
             let _ = self.dp.del_router(&router).await;
             delete_host_tap(&tap);
+            let _ = self.ctl.rm(0, &format!("{ROUTER_STORE}/{netdev}")).await;
+            self.rm_if_empty(ROUTER_STORE).await;
         }
         Response::ok(serde_json::json!({ "vif": vif }))
     }

@@ -491,15 +491,7 @@ impl Daemon {
             "/local/domain/0/error/backend".to_string(),
             "/local/domain/0/error".to_string(),
         ] {
-            if self
-                .ctl
-                .directory(0, &parent)
-                .await
-                .map(|c| c.is_empty())
-                .unwrap_or(false)
-            {
-                let _ = self.ctl.rm(0, &parent).await;
-            }
+            self.rm_if_empty(&parent).await;
         }
     }
 
