@@ -211,3 +211,45 @@ fn guests_resolve_names_through_the_gateway_which_forwards_to_the_configured_ser
     assert!(lab.gw("dns_queries_sent") >= 2, "{}", lab.dump());
     assert!(lab.gw("dns_answers") >= 2, "{}", lab.dump());
 }
+
+#[test]
+fn an_isolated_network_is_a_bridge_with_dhcp_and_no_way_out() {
+    require_root();
+    require_tool("dhclient");
+    // No uplink in this dom0 at all: an isolated network needs none.
+    let dom0 = Netns::new("nci0-");
+    let d = Daemon::start_in(&dom0.name);
+    let def = d.dir.join("iso.toml");
+    std::fs::write(
+        &def,
+        "name = \"iso\"\nbridge = \"isobr\"\nforward = \"none\"\naddress = \"10.93.0.1/24\"\n\
+         dhcp_start = \"10.93.0.100\"\ndhcp_end = \"10.93.0.150\"\n",
+    )
+    .unwrap();
+    d.ok(&["net", "define", def.to_str().unwrap()]);
+    d.ok(&["net", "start", "iso"]);
+    let (a, b) = (unique("ncia"), unique("ncib"));
+    let _ea = NetnsEtc::new(&a);
+    let _eb = NetnsEtc::new(&b);
+    d.create(&a, "vif = [ 'bridge=isobr,ip=10.93.0.7' ]");
+    d.create(&b, "vif = [ 'bridge=isobr' ]");
+    // ip= on a bridged vif is made real by the bridge's DHCP; the other gets the pool.
+    assert_eq!(dhclient(&a), "10.93.0.7/24");
+    let addr_b = dhclient(&b);
+    let ip_b = addr_b.split('/').next().unwrap_or_default().to_string();
+    let last: u8 = ip_b.rsplit('.').next().unwrap().parse().unwrap();
+    assert!(
+        ip_b.starts_with("10.93.0.") && (100..=150).contains(&last),
+        "{addr_b}"
+    );
+    guest_ok(&a, &format!("ping -c 2 -i 0.2 -W 2 {ip_b}"));
+    guest_ok(&a, "ping -c 1 -W 2 10.93.0.1");
+    // Nothing leaves: the gateway refuses anything for the outside with ICMP
+    // "administratively prohibited" (ping says "Packet filtered").
+    let o = guest_sh(&a, "ping -c 1 -W 2 192.0.2.1");
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        !o.status.success() && text.contains("From 10.93.0.1") && text.contains("filtered"),
+        "{text}"
+    );
+}

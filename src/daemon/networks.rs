@@ -243,7 +243,22 @@ impl Daemon {
                 m
             }
         };
-        let up = probe_uplink(def.uplink.as_deref())?;
+        let isolated = def.forward == ForwardMode::None;
+        let up = if isolated {
+            // No uplink at all: nothing is masqueraded, so none is needed (the gateway's
+            // own identity stands in where the core wants an uplink's).
+            Uplink {
+                name: String::new(),
+                index: 0,
+                mac: gw_mac,
+                ip: gw_ip,
+                subnet: network,
+                gateway: None,
+                mtu: def.mtu,
+            }
+        } else {
+            probe_uplink(def.uplink.as_deref())?
+        };
         let upstream_ips = if def.dns_servers.is_empty() {
             std::fs::read_to_string("/etc/resolv.conf")
                 .map(|t| vswitch::dns::parse_resolv_conf(&t))
@@ -259,6 +274,7 @@ impl Daemon {
             GatewayConfig::libvirt_default(gw_mac, up.ip, up.mac, up.subnet, up.gateway, dns);
         cfg.gateway_ip = gw_ip;
         cfg.network = network;
+        cfg.isolated = isolated;
         cfg.bridge_mtu = def.mtu;
         cfg.uplink_mtu = up.mtu;
         cfg.nat.internal = network;
@@ -309,14 +325,15 @@ impl Daemon {
         // Leases survive restarts (saved on the wall clock, the switch runs its own).
         let records = self.stored_leases(&def.name).await;
         let uplink_name = up.name.clone();
-        let uplink = PacketPort::open(up.name.clone(), up.index)
-            .map_err(|e| format!("uplink {}: {e}", up.name))?;
         let port_name = gateway_port(&def.bridge);
-        let mut port =
-            NatGatewayPort::new(port_name.clone(), gw, uplink).map_err(|e| e.to_string())?;
-        if def.forward == ForwardMode::None {
-            port.set_isolated(true);
+        let port = if isolated {
+            NatGatewayPort::isolated(port_name.clone(), gw)
+        } else {
+            let uplink = PacketPort::open(up.name.clone(), up.index)
+                .map_err(|e| format!("uplink {}: {e}", up.name))?;
+            NatGatewayPort::new(port_name.clone(), gw, uplink)
         }
+        .map_err(|e| e.to_string())?;
         self.dp
             .add_bridge(&def.bridge, BridgeSettings::default(), None)
             .await

@@ -45,7 +45,8 @@ struct NatPortCounters {
 pub struct NatGatewayPort {
     name: String,
     gw: NatGateway,
-    uplink: PacketPort,
+    /// dom0's NIC; none for an isolated network.
+    uplink: Option<PacketPort>,
     dns: Option<UdpSocket>,
     wake: EventFd,
     to_bridge: VecDeque<Pkt>,
@@ -72,12 +73,28 @@ impl NatGatewayPort {
         gw: NatGateway,
         uplink: PacketPort,
     ) -> std::io::Result<NatGatewayPort> {
+        Self::build(name.into(), gw, Some(uplink))
+    }
+
+    /// The gateway of an isolated network (libvirt's network without `<forward>`):
+    /// DHCP, DNS and guest-to-guest, no uplink at all.
+    pub fn isolated(name: impl Into<String>, gw: NatGateway) -> std::io::Result<NatGatewayPort> {
+        let mut p = Self::build(name.into(), gw, None)?;
+        p.isolated = true;
+        Ok(p)
+    }
+
+    fn build(
+        name: String,
+        gw: NatGateway,
+        uplink: Option<PacketPort>,
+    ) -> std::io::Result<NatGatewayPort> {
         let dns = UdpSocket::bind("0.0.0.0:0").ok();
         if let Some(s) = &dns {
             s.set_nonblocking(true)?;
         }
         Ok(NatGatewayPort {
-            name: name.into(),
+            name,
             gw,
             uplink,
             dns,
@@ -128,6 +145,12 @@ impl NatGatewayPort {
                 .record_tx_drop(GatewaySide::Uplink, DropReason::PortDisabled);
             return;
         }
+        let Some(uplink) = self.uplink.as_mut() else {
+            self.c.isolated_drops += 1;
+            self.gw
+                .record_tx_drop(GatewaySide::Uplink, DropReason::PortDisabled);
+            return;
+        };
         let frame = ctx.pool.bytes(pkt.buf, pkt.off, pkt.len);
         let info = match FrameInfo::parse(frame) {
             Ok(i) => i,
@@ -136,7 +159,7 @@ impl NatGatewayPort {
                 return;
             }
         };
-        match self.uplink.transmit(ctx, pkt, &info) {
+        match uplink.transmit(ctx, pkt, &info) {
             Ok(()) => {
                 self.c.to_uplink += 1;
                 self.gw.record_tx(GatewaySide::Uplink, pkt.len);
@@ -273,7 +296,7 @@ impl Port for NatGatewayPort {
     }
 
     fn fds(&self) -> Vec<RawFd> {
-        let mut v = self.uplink.fds();
+        let mut v = self.uplink.as_ref().map(|u| u.fds()).unwrap_or_default();
         v.push(self.wake.as_raw_fd());
         if let Some(s) = &self.dns {
             v.push(s.as_raw_fd());
@@ -284,8 +307,10 @@ impl Port for NatGatewayPort {
     fn receive(&mut self, ctx: &mut PortCtx<'_>, out: &mut Vec<Pkt>, budget: usize) -> bool {
         self.wake.consume();
         // Replies from upstream resolvers.
-        if let Some(sock) = self.dns.as_ref().and_then(|s| s.try_clone().ok()) {
+        let mut more_dns = false;
+        if let Some(sock) = self.dns.take() {
             let mut buf = [0u8; 1500];
+            let mut n_read = 0;
             while let Ok((n, from)) = sock.recv_from(&mut buf) {
                 if let Some(len) =
                     self.gw
@@ -296,12 +321,21 @@ impl Port for NatGatewayPort {
                     // dns_answer already counted it as offered to the bridge; emit
                     // counted the send.
                 }
+                n_read += 1;
+                if n_read == budget {
+                    more_dns = true;
+                    break;
+                }
             }
+            self.dns = Some(sock);
         }
         // Frames from the uplink.
         let mut rx = std::mem::take(&mut self.uplink_rx);
         rx.clear();
-        let more_uplink = self.uplink.receive(ctx, &mut rx, budget);
+        let more_uplink = match self.uplink.as_mut() {
+            Some(u) => u.receive(ctx, &mut rx, budget),
+            None => false,
+        };
         for pkt in rx.drain(..) {
             let frame = ctx.pool.bytes_mut(pkt.buf, pkt.off, pkt.len);
             let Ok(info) = FrameInfo::parse(frame) else {
@@ -323,7 +357,7 @@ impl Port for NatGatewayPort {
                 None => break,
             }
         }
-        more_uplink || !self.to_bridge.is_empty()
+        more_uplink || more_dns || !self.to_bridge.is_empty()
     }
 
     fn transmit(
@@ -406,7 +440,9 @@ impl Port for NatGatewayPort {
             v.extend(d.stats().named());
             v.push(("dhcp_leases", d.leases().len() as u64));
         }
-        v.extend(self.uplink.counters());
+        if let Some(u) = &self.uplink {
+            v.extend(u.counters());
+        }
         v
     }
 

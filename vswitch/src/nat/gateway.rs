@@ -112,6 +112,10 @@ pub struct GatewayConfig {
     pub neigh: NeighConfig,
     /// ICMP error rate limit.
     pub icmp_rate: RateLimit,
+    /// An isolated network (libvirt's network without `<forward>`): guests reach each
+    /// other and the gateway's services, and anything for the outside is refused with
+    /// ICMP "administratively prohibited" (`prohibited_route`).
+    pub isolated: bool,
 }
 
 impl GatewayConfig {
@@ -144,6 +148,7 @@ impl GatewayConfig {
             dns: Some(DnsConfig::new(gw, gateway_mac, dns_upstreams)),
             neigh: NeighConfig::default(),
             icmp_rate: DEFAULT_ICMP_RATE,
+            isolated: false,
         }
     }
 }
@@ -762,6 +767,17 @@ impl NatGateway {
         }
         if ip.dst.is_broadcast() || self.is_network_broadcast(ip.dst) {
             return GatewayVerdict::drop(DropReason::NotRoutable);
+        }
+        if self.config.isolated {
+            return self.reject(
+                GatewaySide::Bridge,
+                frame,
+                info,
+                Some(DropReason::ProhibitedRoute),
+                IcmpError::AdminProhibited,
+                now,
+                out,
+            );
         }
         // To the outside (or a hairpin to the external address): route checks on the
         // packet as received, then NAT.
