@@ -411,3 +411,123 @@ fn a_bad_rig_file_is_refused_naming_the_key() {
     // Nothing was made.
     assert!(domnet::rig::state::rig_dirs(&rigs.0).is_empty());
 }
+
+#[test]
+fn a_failing_step_takes_down_what_was_built() {
+    require_root();
+    let _s = serial();
+    let rigs = RigsDir::new();
+    let name = unique("f");
+    // The second domain's hotplug script fails: create fails after the first domain,
+    // the bridge and the daemon exist.
+    let file = rigs.file(
+        "fail.toml",
+        "[[bridge]]\nname = \"br0\"\n[[domain]]\nname = \"ok\"\nvif = [ \"bridge=br0,ip=10.6.0.1/24\" ]\n\
+         [[domain]]\nname = \"broken\"\nvif = [ \"bridge=br0,script=/bin/false\" ]\n",
+    );
+    let o = rigs.cli(&["up", file.to_str().unwrap(), "--name", &name]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(err.contains("broken"), "{err}");
+    assert!(out.contains("taking down what was built"), "{out}");
+    for host in ["dom0", "ok", "broken"] {
+        let ns = format!("{name}-{host}");
+        assert!(!Path::new("/run/netns").join(&ns).exists(), "{ns} left");
+    }
+    assert!(domnet::rig::state::rig_dirs(&rigs.0).is_empty());
+    let _ = std::fs::remove_file(file);
+}
+
+/// `domnet demo` with its rigs in this test's directory.
+fn demo(rigs: &RigsDir) -> std::process::Child {
+    Command::new(bin())
+        .arg("demo")
+        .env("DOMNET_RIGS_DIR", &rigs.0)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn the_demo_passes_and_leaves_nothing() {
+    require_root();
+    for t in ["iperf3", "dhclient", "xenstore-write", "nft"] {
+        require_tool(t);
+    }
+    let _s = serial();
+    let rigs = RigsDir::new();
+    let child = demo(&rigs);
+    let pid = child.id();
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for want in [
+        "checks passed",
+        "web      db 10.0.0.12",
+        "port forward",
+        "Gbit/s",
+        "ms",
+    ] {
+        assert!(out.contains(want), "{want} missing:\n{out}");
+    }
+    assert!(!out.contains("FAIL"), "{out}");
+    assert!(domnet::rig::state::rig_dirs(&rigs.0).is_empty());
+    let prefix = format!("demo-{}-", pid % 100_000);
+    let left: Vec<String> = std::fs::read_dir("/run/netns")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn the_demo_interrupted_by_ctrl_c_tears_down() {
+    use std::io::BufRead;
+    require_root();
+    for t in ["iperf3", "dhclient", "xenstore-write", "nft"] {
+        require_tool(t);
+    }
+    let _s = serial();
+    let rigs = RigsDir::new();
+    let mut child = demo(&rigs);
+    let pid = child.id();
+    let stdout = child.stdout.take().unwrap();
+    // Ctrl-C once the rig is up and the checks run.
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.starts_with("==> connectivity") {
+                // SAFETY: kill(2) on the demo this test started.
+                unsafe { libc::kill(pid as i32, libc::SIGINT) };
+            }
+            seen.push(line);
+        }
+        seen
+    });
+    let status = child.wait().unwrap();
+    let lines = reader.join().unwrap();
+    assert!(!status.success(), "{lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.contains("tearing the rig down")),
+        "{lines:#?}"
+    );
+    assert!(domnet::rig::state::rig_dirs(&rigs.0).is_empty());
+    let prefix = format!("demo-{}-", pid % 100_000);
+    let left: Vec<String> = std::fs::read_dir("/run/netns")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -138,6 +138,12 @@ impl Builder<'_> {
             &["-n", &dom0, "route", "add", "default", "via", &out_ip],
             step,
         )?;
+        // The outside is the LAN's router: it forwards (between dom0's routed
+        // prefixes and the LAN's hosts).
+        sys::run(
+            sys::in_ns(&out, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]),
+            step,
+        )?;
         sys::ip(&["-n", &out, "addr", "add", &out_addr, "dev", UPLINK], step)?;
         sys::ip(&["-n", &out, "link", "set", UPLINK, "up"], step)?;
         for r in &o.routes {
@@ -332,6 +338,20 @@ impl Builder<'_> {
                 &format!("bringing {} of {step} up", rec.ifname),
             )?;
         }
+        if let (Some(gw), Some(dev)) = (d.gateway, d.gateway_dev) {
+            sys::ip(
+                &[
+                    "-n",
+                    &name,
+                    "route",
+                    "add",
+                    &format!("{gw}/32"),
+                    "dev",
+                    &format!("eth{dev}"),
+                ],
+                &format!("route to the router of {step}"),
+            )?;
+        }
         if let Some(gw) = d.gateway {
             sys::ip(
                 &[
@@ -398,14 +418,15 @@ impl Builder<'_> {
             match child.wait_with_output() {
                 Ok(o) if o.status.success() => {}
                 Ok(o) => {
+                    let said = String::from_utf8_lossy(&o.stderr).trim().to_string();
                     first_error.get_or_insert_with(|| {
                         RigError::step(
                             format!("dhclient on {what}"),
-                            format!(
-                                "no lease ({}): {}",
-                                o.status,
-                                String::from_utf8_lossy(&o.stderr).trim()
-                            ),
+                            if o.status.code() == Some(124) {
+                                format!("no lease within {DHCP_TIMEOUT_S} s")
+                            } else {
+                                format!("no lease ({}): {said}", o.status)
+                            },
                         )
                     });
                 }

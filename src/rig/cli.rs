@@ -110,6 +110,11 @@ fn json_out<T: serde::Serialize>(v: &T) {
 /// Runs a `domnet rig` verb.
 pub fn run(cmd: RigCmd) -> ExitCode {
     let rigs_dir = cmd.rigs_dir;
+    if !matches!(cmd.verb, RigVerb::List { .. }) {
+        if let Err(e) = super::sys::require_root() {
+            return fail(&e);
+        }
+    }
     match cmd.verb {
         RigVerb::Up { file, name, json } => up(rigs_dir, &file, name.as_deref(), json),
         RigVerb::Exec { rig, host, command } => {

@@ -105,6 +105,10 @@ pub struct DomainPlan {
     pub memory: u32,
     /// Default route for static addressing.
     pub gateway: Option<Ipv4Addr>,
+    /// The vif (devid) the gateway is reached on directly, when it is on none of the
+    /// domain's subnets (a routed vif with an address of its own prefix).
+    #[serde(default)]
+    pub gateway_dev: Option<u32>,
     /// vifs, in xl's order.
     pub vifs: Vec<VifPlan>,
 }
@@ -635,8 +639,14 @@ fn plan_domain(
         }
         vifs.push(vp);
     }
-    // A static address on the bridge carrying the uplink: the outside is the LAN's
-    // router, as in the classic Xen set-up.
+    let routed_static = vifs
+        .iter()
+        .find(|v| v.link == Link::Routed && matches!(v.addressing, Addressing::Static(_)))
+        .map(|v| v.devid);
+    // A routed vif set by hand: dom0 is its router. A static address on the bridge
+    // carrying the uplink: the outside is the LAN's router, as in the classic Xen
+    // set-up.
+    let gateway = gateway.or_else(|| routed_static.and(outside.map(|o| o.dom0_address.ip)));
     let gateway = gateway.or_else(|| {
         let o = outside?;
         vifs.iter().find_map(|v| match (&v.link, &v.addressing) {
@@ -648,10 +658,21 @@ fn plan_domain(
             _ => None,
         })
     });
+    let on_a_subnet = |g: Ipv4Addr| {
+        vifs.iter().any(|v| match &v.addressing {
+            Addressing::Static(a) => a.iter().any(|a| a.len < 32 && a.contains(g)),
+            _ => false,
+        })
+    };
+    let gateway_dev = match gateway {
+        Some(g) if !on_a_subnet(g) => routed_static,
+        _ => None,
+    };
     Ok(DomainPlan {
         name: d.name.clone(),
         memory,
         gateway,
+        gateway_dev,
         vifs,
     })
 }
@@ -760,7 +781,23 @@ fn plan_vif(
                     "a routed vif needs an IPv4 ip= (dom0 routes exactly those addresses)",
                 ));
             }
-            (Link::Routed, Addressing::Dhcp)
+            // dom0's DHCP answers for addresses on its own subnet; a routed address in
+            // a prefix of its own is set by hand, as vif-route users do (a /32, and
+            // dom0 as an on-link router).
+            let on_dom0_subnet = outside.is_some_and(|o| {
+                v4.first()
+                    .is_some_and(|(ip, _)| o.dom0_address.contains(*ip))
+            });
+            let addressing = if on_dom0_subnet || dhcp_asked {
+                Addressing::Dhcp
+            } else {
+                Addressing::Static(
+                    v4.iter()
+                        .map(|(ip, _)| IfAddr { ip: *ip, len: 32 })
+                        .collect(),
+                )
+            };
+            (Link::Routed, addressing)
         }
         Some("vif-nat") => {
             need_outside("a vif-nat vif")?;
@@ -934,7 +971,16 @@ vif = [ "bridge=virbr0,ip=192.168.122.50" ]
             db.vifs[1].addressing,
             Addressing::Static(vec!["10.1.0.5/24".parse().unwrap()])
         );
-        assert_eq!(p.domain("r1").unwrap().vifs[0].link, Link::Routed);
+        // 10.9.0.5 is off dom0's subnet: set by hand, dom0 as on-link router.
+        let r1 = p.domain("r1").unwrap();
+        assert_eq!(r1.vifs[0].link, Link::Routed);
+        assert_eq!(
+            r1.vifs[0].addressing,
+            Addressing::Static(vec!["10.9.0.5/32".parse().unwrap()])
+        );
+        assert_eq!(r1.gateway, Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(r1.gateway_dev, Some(0));
+        assert_eq!(web.gateway_dev, None);
         let nat = &p.domain("nat1").unwrap().vifs[0];
         assert_eq!(nat.addressing, Addressing::Dhcp);
         assert!(
@@ -1054,6 +1100,23 @@ vif = [ "bridge=virbr0,ip=192.168.122.50" ]
             for w in *want {
                 assert!(e.contains(w), "{text}\n=> {e}\n(missing {w})");
             }
+        }
+    }
+
+    /// The example rigs and the one in docs/rig.md stay valid.
+    #[test]
+    fn shipped_examples_plan() {
+        let doc = include_str!("../../docs/rig.md");
+        let start = doc.find("```toml\n").unwrap() + "```toml\n".len();
+        let len = doc[start..].find("```").unwrap();
+        for (label, text) in [
+            ("demo.toml", include_str!("../../scripts/rigs/demo.toml")),
+            ("lab.toml", include_str!("../../scripts/rigs/lab.toml")),
+            ("docs/rig.md", &doc[start..start + len]),
+        ] {
+            let p = crate::rig::load_text(text, label, None, None)
+                .unwrap_or_else(|e| panic!("{label}: {e}"));
+            assert!(!p.domains.is_empty(), "{label}");
         }
     }
 
