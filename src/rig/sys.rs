@@ -128,19 +128,34 @@ pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     done()
 }
 
-/// Ends every process in namespace `ns`: SIGTERM, a moment's grace, then SIGKILL.
+/// Whether process `pid` has ended (gone, or a zombie waiting for its parent).
+fn ended(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|t| super::state::parse_proc_stat(&t))
+        .is_none_or(|(state, _)| state == 'Z' || state == 'X')
+}
+
+/// Ends every process in namespace `ns`: SIGTERM, a moment's grace, then SIGKILL; and
+/// waits (up to 5 s) until each has really exited, not merely left the namespace on
+/// its way out.
 pub fn end_processes_in(ns: &str) {
-    let pids = pids_in_netns(ns);
+    let mut pids = pids_in_netns(ns);
     if pids.is_empty() {
         return;
     }
     for &p in &pids {
         kill(p, libc::SIGTERM);
     }
-    if !wait_until(Duration::from_millis(1000), || pids_in_netns(ns).is_empty()) {
-        for p in pids_in_netns(ns) {
+    if !wait_until(Duration::from_millis(1000), || {
+        pids.iter().all(|&p| ended(p)) && pids_in_netns(ns).is_empty()
+    }) {
+        pids.extend(pids_in_netns(ns));
+        for &p in &pids {
             kill(p, libc::SIGKILL);
         }
-        wait_until(Duration::from_millis(1000), || pids_in_netns(ns).is_empty());
+        wait_until(Duration::from_secs(5), || {
+            pids.iter().all(|&p| ended(p)) && pids_in_netns(ns).is_empty()
+        });
     }
 }
