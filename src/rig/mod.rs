@@ -223,7 +223,7 @@ impl Rig {
     }
 }
 
-/// Takes a rig down when dropped (tests, the demo), unless [`RigGuard::into_inner`].
+/// Takes a rig down when dropped (tests, the demo: even when they fail or panic).
 #[derive(Debug)]
 pub struct RigGuard(Option<Rig>);
 
