@@ -75,7 +75,9 @@ impl RigsDir {
     }
 
     fn file(&self, name: &str, text: &str) -> PathBuf {
-        let p = std::env::temp_dir().join(format!("{}-{name}", unique("rigfile-")));
+        // In the rigs directory (which holds only rig directories otherwise), so the
+        // guard removes it too.
+        let p = self.0.join(format!("{}-{name}", unique("rigfile-")));
         std::fs::write(&p, text).unwrap();
         p
     }
