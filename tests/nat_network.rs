@@ -106,6 +106,30 @@ fn default_network_dhcp_masquerade_forwards_and_icmp_errors() {
         );
     }
 
+    // A forward on a port below 1024 that dom0 has no socket on: dom0's kernel keeps
+    // quiet (no RST) and the switch carries the connection.
+    d.ok(&[
+        "net",
+        "forward",
+        "add",
+        "default",
+        "tcp:80:192.168.122.50:5201",
+    ]);
+    let srv = Command::new("ip")
+        .args(["netns", "exec", &b, "timeout", "20", "iperf3", "-s", "-1"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let c = guest_sh(&out.name, "timeout 15 iperf3 -c 10.88.0.1 -p 80 -t 1");
+    let _ = srv.wait_with_output();
+    assert!(
+        c.status.success(),
+        "forward on port 80: {}{}",
+        String::from_utf8_lossy(&c.stdout),
+        String::from_utf8_lossy(&c.stderr)
+    );
+
     // UDP to a closed port outside: the ICMP error comes back translated (the socket
     // sees ECONNREFUSED).
     let probe = "python3 -c \"import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3); s.connect(('10.88.0.2', 9)); s.send(b'x');\ntry:\n    s.recv(10)\nexcept ConnectionRefusedError:\n    sys.exit(0)\nsys.exit(1)\"";

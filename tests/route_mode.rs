@@ -111,6 +111,16 @@ fn vif_nat_domains_get_xens_addresses_by_dhcp_and_are_masqueraded() {
     // The outside has no route back to the guests: only masquerade gets replies home.
     out.sh("ip addr add 10.87.0.2/24 dev eth0 && ip link set eth0 up && ip link set lo up");
     let d = Daemon::start_in(&dom0.name);
+    // A NAT network on the same uplink: its rule keeping dom0's kernel out of the
+    // switch's flows must leave the kernel's own masquerade (vif-nat's) alone.
+    let def = d.dir.join("lab.toml");
+    std::fs::write(
+        &def,
+        "name = \"lab\"\nbridge = \"labbr\"\naddress = \"10.91.0.1/24\"\nuplink = \"up0\"\n",
+    )
+    .unwrap();
+    d.ok(&["net", "define", def.to_str().unwrap()]);
+    d.ok(&["net", "start", "lab"]);
 
     let a = unique("vna");
     let b = unique("vnb");

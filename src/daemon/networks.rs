@@ -45,6 +45,39 @@ fn nat_table(net: &str) -> String {
     format!("domnet_nat_{}", net.replace(['-', '.'], "_"))
 }
 
+/// The nftables table that keeps dom0's kernel out of the switch's NAT flows on the
+/// uplink. The switch sees every uplink frame through AF_PACKET before the kernel does;
+/// the kernel must not answer the frames meant for the switch (a RST from a port it has
+/// no socket on would kill the connection). So, for TCP/UDP to the uplink address:
+/// the kernel keeps what is its own — a socket of dom0 listening or connected, or a
+/// connection its conntrack already knows (dom0's own masquerade, e.g. vif-nat) — and
+/// drops what falls in the network's masquerade port range or on a forwarded port.
+/// Runs after conntrack (priority -190) so `ct state` is known. Replacing the table is
+/// one nft transaction.
+fn nat_table_rules(
+    table: &str,
+    dev: &str,
+    ip: Ipv4Addr,
+    ports: (u16, u16),
+    forwards: &[PortForwardDef],
+) -> String {
+    let mut fwd = String::new();
+    for f in forwards {
+        let proto = match f.proto {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        };
+        fwd.push_str(&format!(
+            "    iifname \"{dev}\" ip daddr {ip} meta l4proto {proto} th dport {} drop\n",
+            f.host_port
+        ));
+    }
+    format!(
+        "table inet {table} {{}}\ndelete table inet {table}\ntable inet {table} {{\n  chain pre {{\n    type filter hook prerouting priority -190; policy accept;\n    iifname \"{dev}\" ip daddr {ip} ct state established,related accept\n    iifname \"{dev}\" ip daddr {ip} meta l4proto {{ tcp, udp }} socket transparent 0 accept\n{fwd}    iifname \"{dev}\" ip daddr {ip} meta l4proto {{ tcp, udp }} th dport {}-{} drop\n  }}\n}}\n",
+        ports.0, ports.1
+    )
+}
+
 fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -378,11 +411,14 @@ impl Daemon {
         if def.forward == ForwardMode::Nat {
             // dom0's stack keeps its own sockets; everything else in the NAT port range
             // that arrives for the uplink address is the switch's.
-            let t = nat_table(&def.name);
-            let rule = format!(
-                "table inet {t} {{}}\ndelete table inet {t}\ntable inet {t} {{\n  chain pre {{\n    type filter hook prerouting priority raw; policy accept;\n    iifname \"{dev}\" ip daddr {ip} meta l4proto tcp socket transparent 0 accept\n    iifname \"{dev}\" ip daddr {ip} meta l4proto udp socket transparent 0 accept\n    iifname \"{dev}\" ip daddr {ip} meta l4proto {{ tcp, udp }} th dport 1024-65535 drop\n  }}\n}}\n",
-                dev = uplink_name,
-                ip = up.ip
+            let mut all_forwards = def.port_forward.clone();
+            all_forwards.extend(self.stored_forwards(&def.name).await);
+            let rule = nat_table_rules(
+                &nat_table(&def.name),
+                &uplink_name,
+                up.ip,
+                (lo, hi),
+                &all_forwards,
             );
             if let Err(e) = nft(&rule) {
                 undo_bridge().await;
@@ -572,6 +608,30 @@ impl Daemon {
             if let Err(e) = r {
                 return dp_error(e);
             }
+            if def.forward == ForwardMode::Nat {
+                let all: Vec<PortForwardDef> = def
+                    .port_forward
+                    .iter()
+                    .chain(current.iter())
+                    .copied()
+                    .collect();
+                let refreshed = probe_uplink(def.uplink.as_deref()).and_then(|up| {
+                    let ports = def.nat_port_range().map_err(|e| e.to_string())?;
+                    nft(&nat_table_rules(
+                        &nat_table(&def.name),
+                        &up.name,
+                        up.ip,
+                        ports,
+                        &all,
+                    ))
+                });
+                if let Err(e) = refreshed {
+                    warn!(
+                        "net forward {name}: dom0's kernel may answer port {}: {e}",
+                        f.host_port
+                    );
+                }
+            }
         }
         Response::ok(serde_json::json!({ "network": name, "forward": f.to_string() }))
     }
@@ -716,5 +776,29 @@ impl Daemon {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nat_rules_keep_dom0s_own_and_drop_the_switchs() {
+        let f: PortForwardDef = "tcp:22:192.168.122.5:22".parse().unwrap();
+        let r = nat_table_rules(
+            "domnet_nat_default",
+            "eth0",
+            Ipv4Addr::new(10, 0, 0, 2),
+            (20000, 30000),
+            &[f],
+        );
+        let accept = r.find("ct state established,related accept").unwrap();
+        let socket = r.find("socket transparent 0 accept").unwrap();
+        let fwd = r.find("meta l4proto tcp th dport 22 drop").unwrap();
+        let range = r.find("th dport 20000-30000 drop").unwrap();
+        assert!(accept < socket && socket < fwd && fwd < range, "{r}");
+        assert!(r.starts_with("table inet domnet_nat_default {}\ndelete table"));
+        assert!(r.contains("priority -190"));
     }
 }
