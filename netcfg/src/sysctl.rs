@@ -145,6 +145,13 @@ impl Key {
         Key::ipv4_conf(iface, "proxy_arp")
     }
 
+    /// `net.ipv4.neigh.<iface>.<name>`.
+    pub fn ipv4_neigh(iface: &str, name: &str) -> Result<Key, SysctlError> {
+        check_iface(iface)?;
+        check_param(name)?;
+        Ok(Key::of(&["ipv4", "neigh", iface, name]))
+    }
+
     /// `net.ipv4.conf.<iface>.forwarding`.
     pub fn ipv4_forwarding(iface: &str) -> Result<Key, SysctlError> {
         Key::ipv4_conf(iface, "forwarding")
@@ -247,6 +254,18 @@ pub fn ip_forward(ns: &NetNs) -> Result<bool, SysctlError> {
 /// Turns proxy ARP on or off for an interface.
 pub fn set_proxy_arp(ns: &NetNs, iface: &str, on: bool) -> Result<(), SysctlError> {
     write_bool(ns, &Key::proxy_arp(iface)?, on)
+}
+
+/// Sets how long the kernel may hold back a proxy ARP answer on an interface
+/// (`net.ipv4.neigh.<iface>.proxy_delay`, in USER_HZ ticks; Linux's default 80 delays
+/// each answer randomly by up to 0.8 s, which is what a routed guest's first packets
+/// wait for).
+pub fn set_proxy_delay(ns: &NetNs, iface: &str, ticks: u32) -> Result<(), SysctlError> {
+    write(
+        ns,
+        &Key::ipv4_neigh(iface, "proxy_delay")?,
+        &ticks.to_string(),
+    )
 }
 
 /// Turns IPv4 forwarding on or off for an interface.

@@ -205,6 +205,9 @@ impl Daemon {
         if let Ok(ns) = NetNs::current() {
             let _ = netcfg::sysctl::set_ip_forward(&ns, true);
             let _ = netcfg::sysctl::set_proxy_arp(&ns, netdev, true);
+            // Answer at once: the kernel's default random delay (up to 0.8 s) is what
+            // the first packets of a routed guest would wait for.
+            let _ = netcfg::sysctl::set_proxy_delay(&ns, netdev, 0);
         }
         info!("router {name} up: dom0 {main} on {netdev}, host port {tap}");
         Ok((name, main))
