@@ -57,6 +57,50 @@ fn device_of(path: &str) -> Option<(DomId, u32)> {
     Some((d, n))
 }
 
+/// Writes the backend's feature keys and InitWait (what a probe leads to) in one
+/// transaction — one journal write, not one per key — unless the device went away
+/// meanwhile or is past Initialising.
+async fn write_features(
+    xs: &hypervisor::xenstored::XsClient,
+    be: &str,
+) -> Result<(), XsClientError> {
+    for _ in 0..10 {
+        let tx = xs.transaction_start().await?;
+        let r: Result<(), XsClientError> = async {
+            if xs
+                .try_read_string(tx, &format!("{be}/frontend"))
+                .await?
+                .is_none()
+            {
+                return Ok(());
+            }
+            for (k, v) in FEATURES {
+                xs.write(tx, &format!("{be}/{k}"), v.as_bytes()).await?;
+            }
+            let state = xs.try_read_string(tx, &format!("{be}/state")).await?;
+            if matches!(
+                XenbusState::parse(state.as_deref()),
+                XenbusState::Initialising | XenbusState::Unknown
+            ) {
+                let init_wait = XenbusState::InitWait.to_string();
+                xs.write(tx, &format!("{be}/state"), init_wait.as_bytes())
+                    .await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = r {
+            let _ = xs.transaction_end(tx, false).await;
+            return Err(e);
+        }
+        match xs.transaction_end(tx, true).await {
+            Err(XsClientError::Xs(XsError::EAGAIN)) => continue,
+            other => return other,
+        }
+    }
+    Err(XsClientError::Xs(XsError::EAGAIN))
+}
+
 impl Daemon {
     /// Runs the backend driver until the daemon stops.
     pub async fn run_backend_driver(self: Arc<Self>) {
@@ -223,9 +267,6 @@ impl Daemon {
         };
         match action {
             BackendAction::Probe => {
-                for (k, v) in FEATURES {
-                    let _ = xs.write(0, &format!("{be}/{k}"), v.as_bytes()).await;
-                }
                 let vifname = xs
                     .try_read_string(0, &format!("{be}/vifname"))
                     .await
@@ -250,6 +291,11 @@ impl Daemon {
                 let _ = xs
                     .watch(&format!("{fe}/state"), &format!("fe:{d}:{n}"))
                     .await;
+                // Port first, then the features and InitWait in one transaction: the
+                // frontend may connect as soon as it sees InitWait.
+                if let Err(e) = write_features(xs, be).await {
+                    warn!("backend {be}: writing its features: {e}");
+                }
                 dev.port = name;
                 dev.probed = true;
                 dev.rate = rate;
@@ -311,14 +357,14 @@ impl Daemon {
                 dev.rings_connected = false;
             }
             BackendAction::SetState(s) => {
-                // Only if the node still exists (a removed device stays removed).
-                if xs
+                // Only if the node still exists (a removed device stays removed), and
+                // only if it changes (no journal write for nothing).
+                let current = xs
                     .try_read_string(0, &format!("{be}/state"))
                     .await
                     .ok()
-                    .flatten()
-                    .is_some()
-                {
+                    .flatten();
+                if current.is_some_and(|c| c != s.to_string()) {
                     match xs
                         .write(0, &format!("{be}/state"), s.to_string().as_bytes())
                         .await

@@ -199,18 +199,38 @@ impl Daemon {
 
     /// `domnet bridge addif BRIDGE PORT [--mtu N]` (what vif-bridge calls).
     pub async fn bridge_addif(&self, bridge: &str, port: &str, mtu: Option<u32>) -> Response {
-        let config = match self.port_config_for(port).await {
-            Ok(mut c) => {
-                if let Some(m) = mtu {
-                    c.mtu = m;
-                }
-                c
-            }
+        let (mut config, backend) = match self.port_config_for(port).await {
+            Ok(c) => c,
             Err(r) => return r,
         };
+        // The frontend's `mtu` to update once attached (Xen's set_mtu: a vif with no
+        // MTU of its own takes the bridge's).
+        let mut frontend_mtu = None;
+        match (mtu, &backend) {
+            (Some(m), _) => config.mtu = m,
+            (None, Some(be)) => {
+                let own = self.read_key(&format!("{be}/mtu")).await;
+                if own.is_none() {
+                    if let Some(m) = self.bridge_mtu(bridge).await {
+                        config.mtu = m;
+                        frontend_mtu = self
+                            .read_key(&format!("{be}/frontend"))
+                            .await
+                            .map(|fe| (format!("{fe}/mtu"), m));
+                    }
+                }
+            }
+            (None, None) => {}
+        }
         let vif = config.vif_config().cloned();
         match self.dp.attach(port, bridge, config).await {
             Ok(()) => {
+                if let Some((key, m)) = frontend_mtu {
+                    let m = m.to_string();
+                    if self.read_key(&key).await.as_deref() != Some(m.as_str()) {
+                        let _ = self.ctl.write(0, &key, m.as_bytes()).await;
+                    }
+                }
                 // A vif with ip= on a NAT network: DHCP binds its MAC to that address.
                 if let Some(v) = vif.filter(|v| !v.allowed_ipv4.is_empty()) {
                     let ips = v.allowed_ipv4.iter().map(|c| c.addr()).collect();
@@ -220,6 +240,23 @@ impl Daemon {
                 Response::ok(serde_json::json!({ "bridge": bridge, "port": port }))
             }
             Err(e) => dp_error(e),
+        }
+    }
+
+    /// A key's value, if it exists.
+    async fn read_key(&self, path: &str) -> Option<String> {
+        self.ctl.try_read_string(0, path).await.ok().flatten()
+    }
+
+    /// A bridge's MTU: its host port's, or its NAT network's.
+    async fn bridge_mtu(&self, bridge: &str) -> Option<u32> {
+        let host = Rtnl::open()
+            .ok()
+            .and_then(|r| r.link_by_name(bridge).ok())
+            .map(|l| l.mtu);
+        match host {
+            Some(m) => Some(m),
+            None => self.network_of_bridge(bridge).await.map(|d| d.mtu),
         }
     }
 
@@ -240,7 +277,7 @@ impl Daemon {
             },
             Err(e) => return dp_error(e),
         }
-        if let Ok(c) = self.port_config_for(port).await {
+        if let Ok((c, _)) = self.port_config_for(port).await {
             if let Some(v) = c.vif_config().filter(|v| !v.allowed_ipv4.is_empty()) {
                 let ips = v.allowed_ipv4.iter().map(|c| c.addr()).collect();
                 self.nat_static_guest(bridge, v.mac, ips, false).await;

@@ -256,19 +256,31 @@ impl Daemon {
     /// The switch-side configuration for attaching `port` to a bridge: a vif gets its
     /// identity (MAC, `ip=` addresses, MTU) so the switch can enforce it; anything
     /// else is an uplink.
+    /// Also returns the vif's backend directory (`None` for an uplink).
     pub(crate) async fn port_config_for(
         &self,
         port: &str,
-    ) -> Result<vswitch::port::PortConfig, Response> {
-        let ports = self.dp.ports().await.map_err(bridges::dp_error)?;
-        if !ports.iter().any(|p| p.name == port) {
-            return Err(Response::err(
-                ErrorKind::BadInput,
-                format!("no port named `{port}`"),
-            ));
+    ) -> Result<(vswitch::port::PortConfig, Option<String>), Response> {
+        // Does the port exist? (A no-op on it, rather than a report of every port.)
+        let exists = self
+            .dp
+            .with_port(
+                port,
+                Box::new(|_p: &mut dyn vswitch::datapath::Port, _ctx| Ok(())),
+            )
+            .await;
+        match exists {
+            Ok(()) => {}
+            Err(vswitch::datapath::DatapathError::NoSuchPort(_)) => {
+                return Err(Response::err(
+                    ErrorKind::BadInput,
+                    format!("no port named `{port}`"),
+                ))
+            }
+            Err(e) => return Err(bridges::dp_error(e)),
         }
         let Some(be) = self.vif_backend_of(port).await else {
-            return Ok(vswitch::port::PortConfig::uplink(port));
+            return Ok((vswitch::port::PortConfig::uplink(port), None));
         };
         let read = |k: &str| {
             let p = format!("{be}/{k}");
@@ -301,7 +313,7 @@ impl Daemon {
         if let Some(mtu) = read("mtu").await.and_then(|m| m.parse().ok()) {
             cfg.mtu = mtu;
         }
-        Ok(cfg)
+        Ok((cfg, Some(be)))
     }
 
     async fn handle(self: &Arc<Self>, req: Request) -> Response {

@@ -36,6 +36,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// finds it after a restart rolls the attach back (the user never got a success).
 pub(crate) const ATTACH_PENDING: &str = "attach-pending";
 
+/// How often a conflicting (EAGAIN) device transaction is tried before giving up.
+const TX_ATTEMPTS: u32 = 100;
+
 /// The xenstore paths of one vif.
 #[derive(Debug, Clone)]
 pub struct VifPaths {
@@ -131,20 +134,33 @@ impl Daemon {
         XenbusState::parse(self.read_opt(&format!("{path}/state")).await.as_deref())
     }
 
-    /// Polls until `path/state` satisfies `want` or the timeout passes.
+    /// Waits until `path/state` satisfies `want` or the timeout passes, woken by a
+    /// watch on the node (its own connection, so the wait costs nothing while
+    /// nothing changes and ends as soon as the state is written).
     async fn wait_state(
         &self,
         path: &str,
         timeout: Duration,
         want: impl Fn(XenbusState) -> bool,
     ) -> XenbusState {
-        let t0 = Instant::now();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let node = format!("{path}/state");
+        let xs = self.xs.connect(0, true);
+        let mut watching = xs.watch(&node, "state").await.is_ok();
         loop {
-            let s = self.state_of(path).await;
-            if want(s) || t0.elapsed() >= timeout {
+            let s =
+                XenbusState::parse(xs.try_read_string(0, &node).await.ok().flatten().as_deref());
+            if want(s) || tokio::time::Instant::now() >= deadline {
                 return s;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            if watching {
+                // Any event (or the deadline) is a reason to look again.
+                if let Ok(Err(_)) = tokio::time::timeout_at(deadline, xs.next_event()).await {
+                    watching = false;
+                }
+            } else {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
     }
 
@@ -167,7 +183,25 @@ impl Daemon {
         let be_keys = spec.to_backend_keys().map_err(|e| e.to_string())?;
         let fe_keys = spec.to_frontend_keys().map_err(|e| e.to_string())?;
         let spec_json = serde_json::to_string(spec).map_err(|e| e.to_string())?;
-        for _attempt in 0..10 {
+        // The per-domain parents are made outside the transaction: a new child changes
+        // its parent's generation (C xenstored's rule), so creating
+        // `backend/vif/<D>` inside it would make the first attach of every domain
+        // conflict with every other domain's. Below them only this domain's attaches
+        // meet, and those are serialised by its device lock.
+        for dir in [
+            format!("/local/domain/0/backend/vif/{d}"),
+            format!("/libxl/{d}/device/vif"),
+        ] {
+            if self.ctl.directory(0, &dir).await.is_err() {
+                self.ctl.mkdir(0, &dir).await.map_err(xs_msg)?;
+            }
+        }
+        for attempt in 0..TX_ATTEMPTS {
+            if attempt > 0 {
+                // libxl retries EAGAIN without limit; a short, growing pause lets the
+                // competing commit through.
+                tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(20)))).await;
+            }
             let tx = self.ctl.transaction_start().await.map_err(xs_msg)?;
             let r: Result<(), XsClientError> = async {
                 let w = |path: String, value: String| async move {
