@@ -6,25 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{require_root, unique, wait_for, Daemon, Netns};
-
-fn guest_sh(name: &str, cmd: &str) -> std::process::Output {
-    std::process::Command::new("ip")
-        .args(["netns", "exec", name, "sh", "-c", cmd])
-        .output()
-        .unwrap()
-}
-
-fn guest_ok(name: &str, cmd: &str) -> String {
-    let o = guest_sh(name, cmd);
-    assert!(
-        o.status.success(),
-        "[{name}] {cmd}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use common::{
+    dhclient_on, guest_ok, guest_sh, require_root, require_tool, unique, wait_for, Daemon, Netns,
+    NetnsEtc,
+};
 
 fn xs_read(d: &Daemon, path: &str) -> Option<String> {
     let o = d.xs_tool(&d.dom0_socket(), "xenstore-read", &[path]);
@@ -122,6 +107,40 @@ fn classic_xen_walkthrough() {
         xs_read(&d, &format!("/local/domain/0/backend/vif/{id}")).is_none(),
         "no debris left"
     );
+
+    // network-attach with ip= to a bridge that serves DHCP (an isolated network): the
+    // guest holds exactly that address through DHCP.
+    require_tool("dhclient");
+    let _etc = NetnsEtc::new(&g);
+    let def = d.dir.join("wk.toml");
+    std::fs::write(
+        &def,
+        "name = \"wk\"\nbridge = \"wkbr\"\nforward = \"none\"\naddress = \"10.222.0.1/24\"\n\
+         dhcp_start = \"10.222.0.100\"\ndhcp_end = \"10.222.0.150\"\n",
+    )
+    .unwrap();
+    d.ok(&["net", "define", def.to_str().unwrap()]);
+    d.ok(&["net", "start", "wk"]);
+    d.ok(&["network-attach", &g, "bridge=wkbr", "ip=10.222.0.42"]);
+    let list = d.ok(&["network-list", &g]);
+    let idx = list
+        .lines()
+        .skip(1)
+        .filter_map(|r| r.split_whitespace().next())
+        .filter_map(|i| i.parse::<u32>().ok())
+        .max()
+        .unwrap_or_else(|| panic!("no vif rows: {list}"));
+    assert!(
+        wait_for(Duration::from_secs(5), || guest_sh(
+            &g,
+            &format!("ip link show eth{idx}")
+        )
+        .status
+        .success()),
+        "eth{idx} did not appear"
+    );
+    assert_eq!(dhclient_on(&g, &format!("eth{idx}")), "10.222.0.42/24");
+    guest_ok(&g, &format!("ping -c 1 -W 2 -I eth{idx} 10.222.0.1"));
 
     d.ok(&["destroy", &g]);
     assert!(!std::path::Path::new(&format!("/run/netns/{g}")).exists());

@@ -445,16 +445,21 @@ impl Drop for NetnsEtc {
 /// Runs Debian's dhclient once on eth0 of `ns` (lo brought up first); the address it
 /// configured, as `A.B.C.D/LEN` (empty if none).
 pub fn dhclient(ns: &str) -> String {
-    let lease = format!("/tmp/{ns}.leases");
-    let pid = format!("/tmp/{ns}.pid");
+    dhclient_on(ns, "eth0")
+}
+
+/// [`dhclient`] on interface `dev` of `ns`.
+pub fn dhclient_on(ns: &str, dev: &str) -> String {
+    let lease = format!("/tmp/{ns}.{dev}.leases");
+    let pid = format!("/tmp/{ns}.{dev}.pid");
     guest_ok(ns, "ip link set lo up");
     guest_ok(
         ns,
-        &format!("timeout 30 dhclient -1 -lf {lease} -pf {pid} eth0"),
+        &format!("timeout 30 dhclient -1 -lf {lease} -pf {pid} {dev}"),
     );
     let _ = guest_sh(ns, &format!("dhclient -x -pf {pid}"));
     let _ = std::fs::remove_file(&lease);
-    let addr = guest_ok(ns, "ip -4 -o addr show dev eth0");
+    let addr = guest_ok(ns, &format!("ip -4 -o addr show dev {dev}"));
     addr.split_whitespace()
         .skip_while(|w| *w != "inet")
         .nth(1)
