@@ -88,7 +88,7 @@ pub enum Request {
         bridge: String,
         /// The NIC (default: the default-route device, else eth0).
         netdev: Option<String>,
-        /// Xen 3.x renames (netdev → p<netdev>).
+        /// Xen 3.x renames (netdev → `p<netdev>`).
         legacy_renames: bool,
     },
     /// A bridge's MAC table.

@@ -1,6 +1,6 @@
 //! A small synchronous rtnetlink client: links, addresses, routes, neighbours.
 //!
-//! Hand-rolled over a `NETLINK_ROUTE` socket (no tokio, no netlink crates): [`wire`] is the
+//! Hand-rolled over a `NETLINK_ROUTE` socket (no tokio, no netlink crates): `wire` is the
 //! pure message/attribute codec, `socket` the request/ACK/dump loop, and one module per
 //! object type holds that type's decoding and the [`Rtnl`] methods that act on it. Every
 //! request carries `NLM_F_ACK` and waits for the kernel's verdict; dumps are read to

@@ -9,7 +9,7 @@
 //!
 //! The shells around them: [`netback::port::NetbackPort`] (a vif's backend as a switch
 //! port), [`netfront::port::NetfrontPort`] (a guest's TAP driven through the rings),
-//! [`env`] (what a frontend needs from its hypervisor: [`env::FrontendEnv`],
+//! [`env`](mod@env) (what a frontend needs from its hypervisor: [`env::FrontendEnv`],
 //! [`env::LocalEnv`]; [`env_socket::SocketEnv`] for a frontend in another process, over
 //! the hypervisor socket), [`keys`] (the frontend's xenstore keys), [`extfront`] (the
 //! frontend's XenBus handshake over a domain's xenstore socket) and [`mock`] (a
