@@ -6,10 +6,10 @@
 # so Xen's xenstore-read/xenstore-write talk to domnet). DOMNET names the domnet
 # binary and DOMNET_RUN_DIR its daemon.
 #
-# Every process a script starts is on the attach path, so the backend directory is
-# read in one round trip (xenstore-ls) into variables xb_<key> (dashes become
-# underscores: xb_vifname, xb_bridge, xb_mtu, xb_frontend_id, ...), and paths are
-# taken apart with bash's own expansions.
+# Every process a script starts is on the attach path: a script reads only what the
+# daemon does not already act on, and paths are taken apart with bash's own
+# expansions. `vif` is already the device's final name (its vifname if it has one, as
+# libxl passes it).
 
 set -u
 export LANG=POSIX
@@ -39,21 +39,6 @@ xenstore_read_default() {
     xenstore-read "$1" 2>/dev/null || echo "$2"
 }
 
-# xenstore_read_backend: the keys of $XENBUS_PATH as xb_<key> variables (one
-# xenstore-ls; nested nodes are skipped, values stay as xenstore-ls quotes them).
-xenstore_read_backend() {
-    local listing line key val
-    listing=$(xenstore-ls "$XENBUS_PATH" 2>/dev/null) || return 1
-    while IFS= read -r line; do
-        case "$line" in " "* | "") continue ;; esac
-        key=${line%% = *}
-        val=${line#* = \"}
-        val=${val%\"}
-        case "$key" in "" | *[!A-Za-z0-9_-]*) continue ;; esac
-        printf -v "xb_${key//-/_}" '%s' "$val"
-    done <<<"$listing"
-}
-
 command="${1:-}"
 shift || true
 case "$command" in
@@ -74,6 +59,4 @@ case "$command" in
 esac
 [ -n "${XENBUS_PATH:-}" ] || { log "XENBUS_PATH is not set"; exit 1; }
 [ -n "${vif:-}" ] || fatal "vif is not set"
-xenstore_read_backend || [ "$command" = offline ] || fatal "cannot read $XENBUS_PATH"
 dev="$vif"
-[ -n "${xb_vifname:-}" ] && dev="$xb_vifname"

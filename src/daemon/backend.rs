@@ -111,35 +111,44 @@ impl Daemon {
         }
         let mut devices: HashMap<(DomId, u32), Device> = HashMap::new();
         loop {
-            let ev = match xs.next_event().await {
+            let first = match xs.next_event().await {
                 Ok(ev) => ev,
                 Err(_) => return,
             };
-            let key = if ev.token == "backend" {
-                match device_of(&ev.path) {
-                    Some(k) => k,
-                    None => {
-                        // The whole tree changed (initial event): look at every device.
-                        for (d, n) in self.all_backend_devices().await {
-                            self.reconcile_backend(&xs, &mut devices, d, n).await;
+            // Events come in bursts (a transaction's commit fires one per node): take
+            // every queued one and look at each device they name once. The driver
+            // reads the current facts, so one look per burst sees everything.
+            let mut batch = vec![first];
+            while let Some(ev) = xs.try_next_event() {
+                batch.push(ev);
+            }
+            let mut todo: std::collections::BTreeSet<(DomId, u32)> = Default::default();
+            let mut everything = false;
+            for ev in batch {
+                if ev.token == "backend" {
+                    match device_of(&ev.path) {
+                        Some(k) => {
+                            todo.insert(k);
                         }
-                        continue;
+                        // The whole tree changed (initial event): look at every device.
+                        None => everything = true,
+                    }
+                } else if let Some(rest) = ev.token.strip_prefix("fe:") {
+                    let mut it = rest.split(':');
+                    if let (Some(d), Some(n)) = (
+                        it.next().and_then(|s| s.parse().ok()),
+                        it.next().and_then(|s| s.parse().ok()),
+                    ) {
+                        todo.insert((d, n));
                     }
                 }
-            } else if let Some(rest) = ev.token.strip_prefix("fe:") {
-                let mut it = rest.split(':');
-                match (
-                    it.next().and_then(|s| s.parse().ok()),
-                    it.next().and_then(|s| s.parse().ok()),
-                ) {
-                    (Some(d), Some(n)) => (d, n),
-                    _ => continue,
-                }
-            } else {
-                continue;
-            };
-            self.reconcile_backend(&xs, &mut devices, key.0, key.1)
-                .await;
+            }
+            if everything {
+                todo.extend(self.all_backend_devices().await);
+            }
+            for (d, n) in todo {
+                self.reconcile_backend(&xs, &mut devices, d, n).await;
+            }
         }
     }
 

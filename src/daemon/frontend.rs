@@ -103,6 +103,9 @@ impl Daemon {
                 Err(_) => break, // the domain was destroyed
             };
             debug!("frontend {}: event {} ({})", info.name, ev.path, ev.token);
+            // A burst of events (a transaction's commit fires one per node) needs one
+            // look at the devices, which reads their current state.
+            while xs.try_next_event().is_some() {}
             let mut ids: Vec<u32> = xs
                 .directory(0, "device/vif")
                 .await
