@@ -680,6 +680,20 @@ fn kill_9_with_traffic_flowing_comes_back_identical() {
         worst = worst.max(silence);
     }
     eprintln!("restart: connectivity back after {} ms", worst.as_millis());
+    if let Some(path) = std::env::var_os("RESTART_TEST_LOG") {
+        // For a closer look at the restart: the daemon's log, and the pings'.
+        let _ = std::fs::write(&path, d.log());
+        for p in &pingers {
+            let _ = std::fs::copy(
+                &p.out,
+                format!(
+                    "{}.{}",
+                    path.to_string_lossy(),
+                    p.what.replace([' ', '>'], "_")
+                ),
+            );
+        }
+    }
     assert!(
         worst < Duration::from_secs(10),
         "connectivity took {worst:?} to come back"

@@ -69,6 +69,9 @@ pub struct Daemon {
     pub(crate) run_dir: PathBuf,
     /// Serialises network-bridge start/stop.
     pub(crate) netbridge_lock: tokio::sync::Mutex<()>,
+    /// Serialises router creation (route attaches of several domains at once — a
+    /// restart restores them in parallel — must not each create the router).
+    pub(crate) router_lock: tokio::sync::Mutex<()>,
     /// Where relative hotplug script names resolve.
     pub(crate) script_dir: PathBuf,
     /// Hotplug script timeout.
@@ -546,6 +549,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         started: Instant::now(),
         run_dir: opts.run_dir.clone(),
         netbridge_lock: tokio::sync::Mutex::new(()),
+        router_lock: tokio::sync::Mutex::new(()),
         script_dir: opts.script_dir.clone(),
         hotplug_timeout: opts.hotplug_timeout,
         vif_locks: std::sync::Mutex::new(std::collections::HashMap::new()),

@@ -36,6 +36,9 @@ use crate::control::{ErrorKind, Response};
 /// Where networks live in xenstore.
 pub const NET_STORE: &str = "/tool/domnet/net";
 
+/// How often DHCP lease changes are written to xenstore.
+pub const LEASE_SAVE_PERIOD: Duration = Duration::from_millis(250);
+
 /// The gateway port of a network's bridge.
 pub fn gateway_port(bridge: &str) -> String {
     format!("{bridge}:gw")
@@ -704,10 +707,13 @@ impl Daemon {
         }
     }
 
-    /// Persists DHCP leases of every active network every few seconds.
+    /// Persists DHCP leases of every active network, a few times a second (only
+    /// changes are written): a lease granted just before a `kill -9` is on disk unless
+    /// it was granted in the last [`LEASE_SAVE_PERIOD`]; even then the guest keeps its
+    /// address, because the server grants a free pool address to whoever renews it.
     pub async fn run_lease_saver(self: std::sync::Arc<Self>) {
         loop {
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            tokio::time::sleep(LEASE_SAVE_PERIOD).await;
             for n in self.ctl.directory(0, NET_STORE).await.unwrap_or_default() {
                 if self.net_active(&n).await {
                     if let Some(d) = self.net_def(&n).await {

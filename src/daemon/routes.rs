@@ -119,6 +119,7 @@ impl Daemon {
 
     /// Creates the router of `netdev` (host port, default route into dom0, DHCP) if it
     /// does not exist yet.
+    /// The caller holds `router_lock` until its port is on the router.
     pub(super) async fn ensure_router(&self, netdev: &str) -> Result<(String, Ipv4Addr), String> {
         let name = router_name(netdev);
         let tap = host_port_name(netdev);
@@ -253,6 +254,7 @@ impl Daemon {
             Err(r) => return r,
         };
         let netdev = netdev_or_default(netdev);
+        let guard = self.router_lock.lock().await;
         let (router, main) = match self.ensure_router(&netdev).await {
             Ok(x) => x,
             Err(e) => return Response::err(ErrorKind::Failed, e),
@@ -265,6 +267,7 @@ impl Daemon {
         {
             return dp_error(e);
         }
+        drop(guard);
         if let Some(first) = ips.first().copied() {
             let r = self
                 .dp
@@ -296,6 +299,7 @@ impl Daemon {
     /// `domnet route detach VIF`. Works also when the port is already gone (the
     /// backend unregisters it before libxl's offline script runs).
     pub async fn route_detach(&self, vif: &str) -> Response {
+        let _guard = self.router_lock.lock().await;
         let attached = match self.dp.ports().await {
             Ok(ports) => ports
                 .into_iter()

@@ -148,6 +148,7 @@ impl Daemon {
             Ok(x) => x,
             Err(r) => return r,
         };
+        let guard = self.router_lock.lock().await;
         let (router, _main) = match self.ensure_router(&netdev).await {
             Ok(x) => x,
             Err(e) => return Response::err(ErrorKind::Failed, e),
@@ -160,6 +161,7 @@ impl Daemon {
         {
             return dp_error(e);
         }
+        drop(guard);
         let opts = StaticOptions {
             subnet: Ipv4Cidr::new(plan.vif_ip, plan.prefix_len),
             router: Some(plan.router_ip),
