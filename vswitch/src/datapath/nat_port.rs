@@ -433,6 +433,7 @@ impl Port for NatGatewayPort {
             ("conntrack_created", t.created),
             ("conntrack_expired", t.expired),
             ("conntrack_early_dropped", t.early_dropped),
+            ("conntrack_refused", t.refused),
             ("conntrack_full", t.full),
             ("conntrack_zone_full", t.zone_full),
         ]);

@@ -144,6 +144,9 @@ pub struct ConnTableStats {
     pub zone_full: u64,
     /// New connections refused: a tuple is already in use.
     pub clash: u64,
+    /// Connections whose only answer was a reset, removed at once (Linux does the same:
+    /// a refused connection holds no entry).
+    pub refused: u64,
 }
 
 /// The table.
@@ -315,6 +318,14 @@ impl ConnTable {
         *self.per_guest.entry(conn.guest).or_insert(0) += 1;
         self.stats.created += 1;
         Ok(ConnId { idx, gen: conn.gen })
+    }
+
+    /// Removes a connection whose only answer was a reset (counted as `refused`).
+    pub fn remove_refused(&mut self, id: ConnId) {
+        if self.get(id).is_some() {
+            self.stats.refused += 1;
+            self.remove_idx(id.idx as usize);
+        }
     }
 
     /// Removes a connection.

@@ -64,10 +64,10 @@ use crate::meta::FrameMeta;
 use crate::router::is_martian_destination;
 use crate::time::Timestamp;
 use crate::wire::icmpv4::kind as icmp;
-use crate::wire::{checksum, FrameInfo, IpProtocol, Ipv4Cidr, Ipv4Info, L4Info};
+use crate::wire::{checksum, FrameInfo, IpProtocol, Ipv4Cidr, Ipv4Info, L4Info, TcpFlags};
 
-/// Most candidate ports tried for one new connection (Linux tries 128, then 64, 32, 16
-/// from fresh random starts).
+/// Most candidate ports tried for one new connection, each at a fresh random place in
+/// the range (Linux tries 128, then 64, 32, 16 from fresh random starts).
 pub const MAX_PORT_PROBES: usize = 256;
 
 /// NAT settings.
@@ -475,13 +475,20 @@ impl Nat {
             return Some(with_port(template, keep));
         }
         self.probe_counter = self.probe_counter.wrapping_add(1);
-        let start = self
-            .probe_hash
-            .hash_one((template, keep, self.probe_counter)) as usize;
+        let seed = (template, keep, self.probe_counter);
+        let start = self.probe_hash.hash_one(seed) as usize;
         let candidates = space.map(PortSpace::candidates);
         let n = candidates.map_or(usize::from(u16::MAX) + 1, <[u16]>::len);
+        // A small space is walked whole from a random start. A large one gets
+        // independent random probes: consecutive ones would run into the clusters that
+        // earlier allocations left, and fail while most ports are free.
+        let walk = n <= MAX_PORT_PROBES;
         for i in 0..MAX_PORT_PROBES.min(n) {
-            let at = start.wrapping_add(i) % n;
+            let at = if walk || i == 0 {
+                start.wrapping_add(i) % n
+            } else {
+                self.probe_hash.hash_one((seed, i)) as usize % n
+            };
             let p = match candidates {
                 Some(c) => *c.get(at)?,
                 None => at as u16,
@@ -653,12 +660,17 @@ impl Nat {
             return NatVerdict::Drop(DropReason::ConntrackInvalid);
         };
         let was_assured = c.is_assured();
+        let mut refused = false;
         if let (ProtoState::Tcp(track), L4Info::Tcp(t)) = (&mut c.state, info.l4) {
             if !tcp::valid_flags(t.flags) {
                 self.stats.invalid += 1;
                 return NatVerdict::Drop(DropReason::ConntrackInvalid);
             }
             track.update(dir, t.flags);
+            // Linux: when the only reply is a reset there never was a connection; the
+            // entry goes at once instead of holding its tuple (and the guest's share)
+            // for CLOSE's 10 s.
+            refused = dir == Dir::Reply && !c.seen_reply && t.flags.contains(TcpFlags::RST);
         }
         if dir == Dir::Reply {
             c.seen_reply = true;
@@ -670,6 +682,11 @@ impl Nat {
         let to = target(c.tuple(dir.other()));
         if rewrite::rewrite_packet(frame, info, meta.csum_partial, &to).is_none() {
             return NatVerdict::Drop(DropReason::MalformedHeader);
+        }
+        if refused {
+            self.table.remove_refused(id);
+            self.stats.translated += 1;
+            return self.verdict_for(to.dst);
         }
         if ip.more_frags && ip.frag_offset == 0 {
             let key = FragKey {

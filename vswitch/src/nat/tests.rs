@@ -1297,6 +1297,64 @@ fn guest_icmp_errors_and_inbound_fragments_are_translated() {
 }
 
 #[test]
+fn a_reset_as_the_only_answer_leaves_no_entry() {
+    let mut n = net();
+    let syn = tcp(
+        G1_MAC,
+        GW_MAC,
+        G1,
+        SERVER,
+        41000,
+        80,
+        1,
+        0,
+        TcpFlags::SYN,
+        b"",
+    );
+    n.f.from_guest(n.g1, &syn);
+    let ext_port = ends(&one(n.f.take_uplink_ip())).1;
+    assert_eq!(n.f.gateway.nat_mut().table().len(), 1);
+    n.f.from_uplink(&tcp(
+        ROUTER_MAC,
+        UP_MAC,
+        SERVER,
+        EXT,
+        80,
+        ext_port,
+        0,
+        2,
+        TcpFlags::RST | TcpFlags::ACK,
+        b"",
+    ));
+    assert_eq!(
+        ends(&one(n.f.take_guest_ip(n.g1))).3,
+        41000,
+        "the RST reaches the guest"
+    );
+    assert_eq!(n.f.gateway.nat_mut().table().len(), 0, "refused: no entry");
+    assert_eq!(n.f.gateway.nat_mut().table().stats().refused, 1);
+    // A second reset finds nothing to translate and is not the guest's business.
+    n.f.from_uplink(&tcp(
+        ROUTER_MAC,
+        UP_MAC,
+        SERVER,
+        EXT,
+        80,
+        ext_port,
+        0,
+        2,
+        TcpFlags::RST | TcpFlags::ACK,
+        b"",
+    ));
+    assert!(n.f.take_guest_ip(n.g1).is_empty());
+    // The guest's retry opens a fresh connection.
+    n.f.from_guest(n.g1, &syn);
+    assert_eq!(one(n.f.take_uplink_ip()).len(), syn.len());
+    assert_eq!(n.f.gateway.nat_mut().table().len(), 1);
+    n.f.assert_conservation();
+}
+
+#[test]
 fn rst_closes_and_a_new_syn_reopens() {
     let mut n = net();
     n.f.from_guest(
@@ -1314,6 +1372,21 @@ fn rst_closes_and_a_new_syn_reopens() {
             b"",
         ),
     );
+    // The server answered once, so the connection existed: a reset closes it and the
+    // entry stays in CLOSE.
+    n.f.from_uplink(&tcp(
+        ROUTER_MAC,
+        UP_MAC,
+        SERVER,
+        EXT,
+        80,
+        41000,
+        0,
+        2,
+        TcpFlags::SYN | TcpFlags::ACK,
+        b"",
+    ));
+    assert_eq!(n.f.take_guest_ip(n.g1).len(), 1);
     n.f.from_uplink(&tcp(
         ROUTER_MAC,
         UP_MAC,
@@ -1389,6 +1462,48 @@ fn rst_closes_and_a_new_syn_reopens() {
         })
     ));
     n.f.assert_conservation();
+}
+
+#[test]
+fn ports_are_found_beside_a_block_of_kept_ports() {
+    // Guests keep their own source ports when free, so one busy guest leaves a long
+    // contiguous block of used ports (its ephemeral range). Another guest whose ports
+    // collide must be moved elsewhere: probing consecutive ports from a random start
+    // that falls inside the block never gets out of it; random probes do.
+    let mut c = NatConfig::new(EXT, "192.168.122.0/24".parse().unwrap(), GW);
+    c.port_range = PortRange::new(1024, 3071).unwrap();
+    c.max_connections = 4096;
+    c.max_per_guest = 4096;
+    let mut nat = Nat::new(c).unwrap();
+    let now = Timestamp::ZERO;
+    let mut seen = std::collections::HashSet::new();
+    let g2 = Ipv4Addr::new(192, 168, 122, 60);
+    for (guest, mac, count) in [(G1, G1_MAC, 1500u16), (g2, G2_MAC, 400)] {
+        for i in 0..count {
+            let mut f = tcp(
+                mac,
+                GW_MAC,
+                guest,
+                SERVER,
+                1024 + i,
+                443,
+                1,
+                0,
+                TcpFlags::SYN,
+                b"",
+            );
+            let info = FrameInfo::parse(&f).unwrap();
+            let v = nat.outbound(&mut f, &info, &FrameMeta::default(), now);
+            assert_eq!(v, NatVerdict::ToUplink, "{guest} port {}", 1024 + i);
+            let p = ends(&f).1;
+            assert!((1024..=3071).contains(&p));
+            assert!(seen.insert(p), "port {p} given twice");
+            if guest == G1 {
+                assert_eq!(p, 1024 + i, "a free source port is kept");
+            }
+        }
+    }
+    assert_eq!(nat.stats().no_port, 0);
 }
 
 fn nat() -> Nat {
