@@ -612,9 +612,15 @@ fn random_source_mac_floods_leave_the_fdb_bounded_and_other_ports_forwarding() {
         "port_loopback"
     ) > loop0 + cap));
     let rows = fdb(&t.d, "xenbr0");
-    let n = bridge_row(&t.d, "xenbr0")["fdb_entries"].as_u64().unwrap();
+    let row = bridge_row(&t.d, "xenbr0");
+    let n = row["fdb_entries"].as_u64().unwrap();
     assert_eq!(n, rows.len() as u64);
     assert_eq!(n, cap, "the flood fills the table to its limit, not beyond");
+    assert_eq!(row["fdb_max"].as_u64(), Some(cap), "{row}");
+    assert!(
+        row["fdb_learned"].as_u64().unwrap() >= cap,
+        "every flood entry was learned: {row}"
+    );
     let flooded = rows.iter().filter(|r| r.0.starts_with("02:43:")).count() as u64;
     assert!(
         flooded >= cap - 16

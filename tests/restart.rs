@@ -275,7 +275,16 @@ fn snapshot(
     let mut bridge_rows = json(d, &["bridge", "show"]);
     for b in bridge_rows.as_array_mut().unwrap() {
         let o = b.as_object_mut().unwrap();
-        o.remove("fdb_entries");
+        // Counters, not state: a restarted switch learns afresh.
+        for k in [
+            "fdb_entries",
+            "fdb_learned",
+            "fdb_expired",
+            "fdb_evicted",
+            "fdb_moved",
+        ] {
+            o.remove(k);
+        }
         if let Some(ifs) = o.get_mut("interfaces").and_then(|v| v.as_array_mut()) {
             ifs.sort_by_key(|v| v.to_string());
         }

@@ -190,6 +190,11 @@ impl Daemon {
                     "interfaces": b.ports.iter().filter(|p| *p != &b.name).collect::<Vec<_>>(),
                     "fdb_entries": b.fdb_entries,
                     "aging_secs": b.aging_secs,
+                    "fdb_max": b.fdb_max,
+                    "fdb_learned": b.fdb_learned,
+                    "fdb_expired": b.fdb_expired,
+                    "fdb_evicted": b.fdb_evicted,
+                    "fdb_moved": b.fdb_moved,
                     "mtu": mtu,
                 })
             })
