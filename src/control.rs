@@ -72,6 +72,11 @@ pub enum Request {
         port: String,
         /// MTU to set on the port.
         mtu: Option<u32>,
+        /// Called by a hotplug script for a vif: an empty `bridge` means the one the
+        /// vif's backend names (else the first bridge), and success is reported by
+        /// writing the backend's `hotplug-status` = `connected`.
+        #[serde(default)]
+        hotplug: bool,
     },
     /// Detach a port from a bridge.
     BridgeDelif {

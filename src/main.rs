@@ -206,17 +206,22 @@ enum BridgeCmd {
     },
     /// Attach a port to a bridge.
     Addif {
-        /// Bridge.
+        /// Bridge ("" with --hotplug: the one the vif's backend names, else the first).
         bridge: String,
         /// Port (a vif, an uplink).
         port: String,
         /// MTU for the port.
         #[arg(long)]
         mtu: Option<u32>,
+        /// For hotplug scripts: take the bridge from the vif's backend when BRIDGE is
+        /// empty, and write hotplug-status=connected once attached (one process on the
+        /// attach path instead of three).
+        #[arg(long)]
+        hotplug: bool,
     },
     /// Detach a port from a bridge.
     Delif {
-        /// Bridge.
+        /// Bridge ("" = the one the port is on).
         bridge: String,
         /// Port.
         port: String,
@@ -401,9 +406,19 @@ fn main() -> ExitCode {
                 cli::simple(&cli.run_dir, control::Request::BridgeDel { name })
             }
             BridgeCmd::Show { json } => cli::bridge_show(&cli.run_dir, json),
-            BridgeCmd::Addif { bridge, port, mtu } => cli::simple(
+            BridgeCmd::Addif {
+                bridge,
+                port,
+                mtu,
+                hotplug,
+            } => cli::simple(
                 &cli.run_dir,
-                control::Request::BridgeAddif { bridge, port, mtu },
+                control::Request::BridgeAddif {
+                    bridge,
+                    port,
+                    mtu,
+                    hotplug,
+                },
             ),
             BridgeCmd::Delif { bridge, port } => {
                 cli::simple(&cli.run_dir, control::Request::BridgeDelif { bridge, port })

@@ -202,11 +202,53 @@ impl Daemon {
         Response::ok(rows)
     }
 
-    /// `domnet bridge addif BRIDGE PORT [--mtu N]` (what vif-bridge calls).
-    pub async fn bridge_addif(&self, bridge: &str, port: &str, mtu: Option<u32>) -> Response {
+    /// `domnet bridge addif BRIDGE PORT [--mtu N] [--hotplug]` (what vif-bridge calls).
+    /// With `hotplug`, an empty BRIDGE is the one the vif's backend names (Xen's
+    /// `xenstore_read_default $XENBUS_PATH/bridge`), else the first bridge (vif-bridge's
+    /// fallback), and success is written to the backend as hotplug-status=connected.
+    pub async fn bridge_addif(
+        &self,
+        bridge: &str,
+        port: &str,
+        mtu: Option<u32>,
+        hotplug: bool,
+    ) -> Response {
         let (mut config, backend) = match self.port_config_for(port).await {
             Ok(c) => c,
             Err(r) => return r,
+        };
+        let hotplug_status = match (hotplug, &backend) {
+            (false, _) => None,
+            (true, Some(be)) => Some(format!("{be}/hotplug-status")),
+            (true, None) => {
+                return Response::err(
+                    ErrorKind::BadInput,
+                    format!("--hotplug: {port} is not a vif with a backend"),
+                )
+            }
+        };
+        let resolved;
+        let bridge = match (bridge.is_empty(), &backend) {
+            (true, Some(be)) if hotplug => {
+                resolved = match self.read_key(&format!("{be}/bridge")).await {
+                    Some(b) if !b.is_empty() => b,
+                    _ => match self.dp.bridges().await {
+                        Ok(bs) => match bs.into_iter().next() {
+                            Some(b) => b.name,
+                            None => {
+                                return Response::err(
+                                    ErrorKind::Failed,
+                                    "Could not find bridge, and none was specified",
+                                )
+                            }
+                        },
+                        Err(e) => return dp_error(e),
+                    },
+                };
+                resolved.as_str()
+            }
+            (true, _) => return Response::err(ErrorKind::BadInput, "no bridge given"),
+            (false, _) => bridge,
         };
         // The frontend's `mtu` to update once attached (Xen's set_mtu: a vif with no
         // MTU of its own takes the bridge's).
@@ -242,6 +284,14 @@ impl Daemon {
                     self.nat_static_guest(bridge, v.mac, ips, true).await;
                 }
                 self.replay_static_fdb(bridge, port).await;
+                if let Some(key) = hotplug_status {
+                    if let Err(e) = self.ctl.write(0, &key, b"connected").await {
+                        return Response::err(
+                            ErrorKind::Failed,
+                            format!("cannot write {key}: {e}"),
+                        );
+                    }
+                }
                 Response::ok(serde_json::json!({ "bridge": bridge, "port": port }))
             }
             Err(e) => dp_error(e),
@@ -266,10 +316,16 @@ impl Daemon {
     }
 
     /// `domnet bridge delif BRIDGE PORT`.
+    /// An empty BRIDGE is the one the port is on (what vif-bridge's offline passes).
     pub async fn bridge_delif(&self, bridge: &str, port: &str) -> Response {
-        match self.dp.ports().await {
+        let current;
+        let bridge = match self.dp.ports().await {
             Ok(ports) => match ports.iter().find(|p| p.name == port) {
-                Some(p) if p.bridge.as_deref() == Some(bridge) => {}
+                Some(p) if bridge.is_empty() && p.bridge.is_some() => {
+                    current = p.bridge.clone().unwrap_or_default();
+                    current.as_str()
+                }
+                Some(p) if p.bridge.as_deref() == Some(bridge) => bridge,
                 Some(_) => {
                     return Response::err(
                         ErrorKind::BadInput,
@@ -281,7 +337,7 @@ impl Daemon {
                 }
             },
             Err(e) => return dp_error(e),
-        }
+        };
         if let Ok((c, _)) = self.port_config_for(port).await {
             if let Some(v) = c.vif_config().filter(|v| !v.allowed_ipv4.is_empty()) {
                 let ips = v.allowed_ipv4.iter().map(|c| c.addr()).collect();

@@ -341,9 +341,12 @@ impl Daemon {
             Request::BridgeAdd { name, aging } => self.bridge_add(&name, aging).await,
             Request::BridgeDel { name } => self.bridge_del(&name).await,
             Request::BridgeShow => self.bridge_show().await,
-            Request::BridgeAddif { bridge, port, mtu } => {
-                self.bridge_addif(&bridge, &port, mtu).await
-            }
+            Request::BridgeAddif {
+                bridge,
+                port,
+                mtu,
+                hotplug,
+            } => self.bridge_addif(&bridge, &port, mtu, hotplug).await,
             Request::BridgeDelif { bridge, port } => self.bridge_delif(&bridge, &port).await,
             Request::NetworkBridge {
                 action,

@@ -359,7 +359,9 @@ impl Daemon {
         let d = info.domid;
         let t0 = Instant::now();
         let paths = self.write_vif_nodes(info, spec, devid).await?;
-        let result = self.bring_up(info, devid, &paths).await;
+        let mut phases = AttachPhases::new(t0);
+        phases.mark("nodes");
+        let result = self.bring_up(info, devid, &paths, &mut phases).await;
         let result = match result {
             Ok(()) => self
                 .ctl
@@ -370,8 +372,9 @@ impl Daemon {
         };
         match result {
             Ok(()) => {
+                phases.mark("recorded");
                 info!(
-                    "vif{d}.{devid} of {} attached in {:.1} ms",
+                    "vif{d}.{devid} of {} attached in {:.1} ms ({phases})",
                     info.name,
                     t0.elapsed().as_secs_f64() * 1000.0
                 );
@@ -387,14 +390,22 @@ impl Daemon {
 
     /// Walks an existing vif's handshake again (daemon restart).
     pub(crate) async fn restart_vif(&self, info: &DomainInfo, devid: u32) -> Result<(), String> {
-        self.bring_up(info, devid, &VifPaths::new(info.domid, devid))
+        let mut phases = AttachPhases::new(Instant::now());
+        self.bring_up(info, devid, &VifPaths::new(info.domid, devid), &mut phases)
             .await
     }
 
-    async fn bring_up(&self, info: &DomainInfo, devid: u32, p: &VifPaths) -> Result<(), String> {
+    async fn bring_up(
+        &self,
+        info: &DomainInfo,
+        devid: u32,
+        p: &VifPaths,
+        phases: &mut AttachPhases,
+    ) -> Result<(), String> {
         let s = self
             .wait_state(&p.backend, STATE_TIMEOUT, |s| s == XenbusState::InitWait)
             .await;
+        phases.mark("initwait");
         if s != XenbusState::InitWait {
             return Err(format!(
                 "backend {} did not reach InitWait (state {s})",
@@ -404,6 +415,7 @@ impl Daemon {
         let Some((script, outcome)) = self.run_hotplug(info.domid, devid, "online").await else {
             return Err("backend has no script".into());
         };
+        phases.mark("script");
         let status = self
             .read_opt(&format!("{}/hotplug-status", p.backend))
             .await;
@@ -432,6 +444,7 @@ impl Daemon {
             let s = self
                 .wait_state(&p.backend, CONNECT_TIMEOUT, |s| s == XenbusState::Connected)
                 .await;
+            phases.mark("connected");
             if s != XenbusState::Connected {
                 let fe = self.state_of(&p.frontend).await;
                 return Err(format!(
@@ -614,5 +627,37 @@ impl Daemon {
             }
         }
         Response::ok(rows)
+    }
+}
+
+/// How long each step of an attach took, for the log line that reports it.
+struct AttachPhases {
+    last: Instant,
+    marks: Vec<(&'static str, Duration)>,
+}
+
+impl AttachPhases {
+    fn new(start: Instant) -> Self {
+        AttachPhases {
+            last: start,
+            marks: Vec::with_capacity(6),
+        }
+    }
+
+    /// Ends the step called `name` now.
+    fn mark(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.marks.push((name, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for AttachPhases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (name, d)) in self.marks.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{name} {:.1}", d.as_secs_f64() * 1000.0)?;
+        }
+        Ok(())
     }
 }
