@@ -1314,7 +1314,7 @@ fn a_reset_as_the_only_answer_leaves_no_entry() {
     n.f.from_guest(n.g1, &syn);
     let ext_port = ends(&one(n.f.take_uplink_ip())).1;
     assert_eq!(n.f.gateway.nat_mut().table().len(), 1);
-    n.f.from_uplink(&tcp(
+    let rst = tcp(
         ROUTER_MAC,
         UP_MAC,
         SERVER,
@@ -1325,7 +1325,8 @@ fn a_reset_as_the_only_answer_leaves_no_entry() {
         2,
         TcpFlags::RST | TcpFlags::ACK,
         b"",
-    ));
+    );
+    n.f.from_uplink(&rst);
     assert_eq!(
         ends(&one(n.f.take_guest_ip(n.g1))).3,
         41000,
@@ -1334,18 +1335,7 @@ fn a_reset_as_the_only_answer_leaves_no_entry() {
     assert_eq!(n.f.gateway.nat_mut().table().len(), 0, "refused: no entry");
     assert_eq!(n.f.gateway.nat_mut().table().stats().refused, 1);
     // A second reset finds nothing to translate and is not the guest's business.
-    n.f.from_uplink(&tcp(
-        ROUTER_MAC,
-        UP_MAC,
-        SERVER,
-        EXT,
-        80,
-        ext_port,
-        0,
-        2,
-        TcpFlags::RST | TcpFlags::ACK,
-        b"",
-    ));
+    n.f.from_uplink(&rst);
     assert!(n.f.take_guest_ip(n.g1).is_empty());
     // The guest's retry opens a fresh connection.
     n.f.from_guest(n.g1, &syn);
