@@ -173,6 +173,10 @@ pub enum Request {
         /// vif-nat's addressing and masquerade instead of vif-route's.
         #[serde(default)]
         nat: bool,
+        /// Called by a hotplug script: success is reported by writing the vif's
+        /// backend `hotplug-status` = `connected`.
+        #[serde(default)]
+        hotplug: bool,
     },
     /// Take a vif out of route mode.
     RouteDetach {

@@ -243,6 +243,9 @@ enum RouteCmd {
         /// masqueraded out of netdev (what scripts/vif-nat calls).
         #[arg(long)]
         nat: bool,
+        /// For hotplug scripts: write the vif's hotplug-status=connected once routed.
+        #[arg(long)]
+        hotplug: bool,
     },
     /// Stop routing a vif and remove its /32 routes.
     Detach {
@@ -439,9 +442,19 @@ fn main() -> ExitCode {
             }
         },
         Command::Route(r) => match r {
-            RouteCmd::Attach { vif, netdev, nat } => cli::simple(
+            RouteCmd::Attach {
+                vif,
+                netdev,
+                nat,
+                hotplug,
+            } => cli::simple(
                 &cli.run_dir,
-                control::Request::RouteAttach { vif, netdev, nat },
+                control::Request::RouteAttach {
+                    vif,
+                    netdev,
+                    nat,
+                    hotplug,
+                },
             ),
             RouteCmd::Detach { vif, netdev, nat } => cli::simple(
                 &cli.run_dir,

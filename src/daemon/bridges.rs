@@ -217,9 +217,9 @@ impl Daemon {
             Ok(c) => c,
             Err(r) => return r,
         };
-        let hotplug_status = match (hotplug, &backend) {
+        let hotplug_backend = match (hotplug, &backend) {
             (false, _) => None,
-            (true, Some(be)) => Some(format!("{be}/hotplug-status")),
+            (true, Some(be)) => Some(be.clone()),
             (true, None) => {
                 return Response::err(
                     ErrorKind::BadInput,
@@ -284,12 +284,9 @@ impl Daemon {
                     self.nat_static_guest(bridge, v.mac, ips, true).await;
                 }
                 self.replay_static_fdb(bridge, port).await;
-                if let Some(key) = hotplug_status {
-                    if let Err(e) = self.ctl.write(0, &key, b"connected").await {
-                        return Response::err(
-                            ErrorKind::Failed,
-                            format!("cannot write {key}: {e}"),
-                        );
+                if let Some(be) = hotplug_backend {
+                    if let Err(r) = self.hotplug_connected(&be).await {
+                        return r;
                     }
                 }
                 Response::ok(serde_json::json!({ "bridge": bridge, "port": port }))

@@ -260,6 +260,16 @@ impl Daemon {
     /// identity (MAC, `ip=` addresses, MTU) so the switch can enforce it; anything
     /// else is an uplink.
     /// Also returns the vif's backend directory (`None` for an uplink).
+    /// A hotplug script's success, reported for it (`--hotplug`): the backend's
+    /// `hotplug-status` becomes `connected`, which is what libxl waits for.
+    pub(crate) async fn hotplug_connected(&self, backend: &str) -> Result<(), Response> {
+        let key = format!("{backend}/hotplug-status");
+        self.ctl
+            .write(0, &key, b"connected")
+            .await
+            .map_err(|e| Response::err(ErrorKind::Failed, format!("cannot write {key}: {e}")))
+    }
+
     pub(crate) async fn port_config_for(
         &self,
         port: &str,
@@ -389,15 +399,32 @@ impl Daemon {
             Request::RouteAttach {
                 vif,
                 netdev,
-                nat: false,
-            } => self.route_attach(&vif, netdev).await,
-            Request::RouteAttach {
-                vif,
-                netdev,
-                nat: true,
+                nat,
+                hotplug,
             } => {
-                self.vifnat_attach(&vif, routes::netdev_or_default(netdev))
-                    .await
+                let backend = if hotplug {
+                    match self.vif_backend_of(&vif).await {
+                        Some(be) => Some(be),
+                        None => {
+                            return Response::err(
+                                ErrorKind::BadInput,
+                                format!("--hotplug: {vif} is not a vif with a backend"),
+                            )
+                        }
+                    }
+                } else {
+                    None
+                };
+                let r = if nat {
+                    self.vifnat_attach(&vif, routes::netdev_or_default(netdev))
+                        .await
+                } else {
+                    self.route_attach(&vif, netdev).await
+                };
+                match backend {
+                    Some(be) if r.ok => self.hotplug_connected(&be).await.err().unwrap_or(r),
+                    _ => r,
+                }
             }
             Request::RouteDetach {
                 vif,
