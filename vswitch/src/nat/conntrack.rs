@@ -73,6 +73,10 @@ pub struct Conn {
     pub guest: Ipv4Addr,
     /// A packet was seen in the reply direction.
     pub seen_reply: bool,
+    /// TCP: the sequence number just past the original side's SYN, which a reset
+    /// refusing the connection must acknowledge (RFC 793: in SYN-SENT a reset is
+    /// acceptable only if it acknowledges the SYN).
+    pub syn_end: Option<u32>,
     /// When it expires unless refreshed.
     pub expires: Timestamp,
     gen: u32,
@@ -95,6 +99,7 @@ impl Conn {
             state,
             guest,
             seen_reply: false,
+            syn_end: None,
             expires: Timestamp::ZERO,
             gen: 0,
             live: false,

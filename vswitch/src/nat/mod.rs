@@ -207,6 +207,17 @@ fn with_port(t: Tuple, p: u16) -> Tuple {
     }
 }
 
+/// A TCP segment's sequence and acknowledgement numbers.
+fn tcp_seq_ack(frame: &[u8], info: &FrameInfo) -> Option<(u32, u32)> {
+    let at = usize::from(info.l4_offset);
+    let word = |o: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(
+            frame.get(at + o..at + o + 4)?.try_into().ok()?,
+        ))
+    };
+    Some((word(4)?, word(8)?))
+}
+
 fn fresh_state(proto: IpProtocol) -> ProtoState {
     match proto {
         IpProtocol::TCP => ProtoState::Tcp(TcpTrack::new()),
@@ -661,18 +672,38 @@ impl Nat {
         };
         let was_assured = c.is_assured();
         let mut refused = false;
+        let mut blind = false;
         if let (ProtoState::Tcp(track), L4Info::Tcp(t)) = (&mut c.state, info.l4) {
             if !tcp::valid_flags(t.flags) {
                 self.stats.invalid += 1;
                 return NatVerdict::Drop(DropReason::ConntrackInvalid);
             }
-            track.update(dir, t.flags);
-            // Linux: when the only reply is a reset there never was a connection; the
-            // entry goes at once instead of holding its tuple (and the guest's share)
-            // for CLOSE's 10 s.
-            refused = dir == Dir::Reply && !c.seen_reply && t.flags.contains(TcpFlags::RST);
+            let before = track.state;
+            let (seq, ack) = tcp_seq_ack(frame, info).unwrap_or_default();
+            let rst = t.flags.contains(TcpFlags::RST);
+            let syn = t.flags.contains(TcpFlags::SYN) && !t.flags.contains(TcpFlags::ACK);
+            // RFC 793: in SYN-SENT a reset is acceptable only if it acknowledges the
+            // SYN. An unacceptable one (a blind reset) changes nothing here; it is
+            // passed on, and the guest's TCP ignores it too.
+            let acks_syn = t.flags.contains(TcpFlags::ACK) && c.syn_end == Some(ack);
+            let blind_rst = rst && dir == Dir::Reply && before == TcpState::SynSent && !acks_syn;
+            if !blind_rst {
+                track.update(dir, t.flags);
+            }
+            if dir == Dir::Original && syn {
+                c.syn_end = Some(seq.wrapping_add(1));
+                if matches!(before, TcpState::TimeWait | TcpState::Close) {
+                    // A reopened tuple is a new connection: nothing answered it yet.
+                    c.seen_reply = false;
+                }
+            }
+            // Linux: when nothing but a reset ever answered, there never was a
+            // connection; the entry goes at once instead of holding its tuple (and the
+            // guest's share) in CLOSE for 10 s.
+            refused = rst && !blind_rst && !c.seen_reply;
+            blind = blind_rst;
         }
-        if dir == Dir::Reply {
+        if dir == Dir::Reply && !blind {
             c.seen_reply = true;
         }
         if !was_assured && c.is_assured() {

@@ -1341,6 +1341,49 @@ fn a_reset_as_the_only_answer_leaves_no_entry() {
     n.f.from_guest(n.g1, &syn);
     assert_eq!(one(n.f.take_uplink_ip()).len(), syn.len());
     assert_eq!(n.f.gateway.nat_mut().table().len(), 1);
+    // A blind reset (not acknowledging the SYN) neither closes nor removes it: the
+    // server's real answer still reaches the guest.
+    let from_server = |ack: u32, flags: TcpFlags| {
+        tcp(
+            ROUTER_MAC, UP_MAC, SERVER, EXT, 80, ext_port, 0, ack, flags, b"",
+        )
+    };
+    n.f.from_uplink(&from_server(99, TcpFlags::RST | TcpFlags::ACK));
+    assert_eq!(n.f.take_guest_ip(n.g1).len(), 1, "passed on");
+    assert_eq!(
+        n.f.gateway.nat_mut().table().len(),
+        1,
+        "blind reset ignored"
+    );
+    n.f.from_uplink(&from_server(2, TcpFlags::SYN | TcpFlags::ACK));
+    assert_eq!(
+        n.f.take_guest_ip(n.g1).len(),
+        1,
+        "the SYN-ACK is translated"
+    );
+    assert_eq!(n.f.gateway.nat_mut().table().stats().refused, 1);
+    n.f.assert_conservation();
+    // The guest giving up before any answer removes the entry too.
+    let mut n = net();
+    n.f.from_guest(n.g1, &syn);
+    let _ = n.f.take_uplink_ip();
+    n.f.from_guest(
+        n.g1,
+        &tcp(
+            G1_MAC,
+            GW_MAC,
+            G1,
+            SERVER,
+            41000,
+            80,
+            2,
+            0,
+            TcpFlags::RST,
+            b"",
+        ),
+    );
+    assert_eq!(n.f.take_uplink_ip().len(), 1);
+    assert_eq!(n.f.gateway.nat_mut().table().len(), 0);
     n.f.assert_conservation();
 }
 
