@@ -220,3 +220,78 @@ fn failing_and_hanging_hotplug_scripts_roll_back_completely() {
         Some("4")
     );
 }
+
+#[test]
+fn vif_bridge_finds_its_bridge_as_xens_does() {
+    require_root();
+    let dom0 = Netns::new("vb0-");
+    let d = Daemon::start_in(&dom0.name);
+    d.ok(&["bridge", "add", "xenbr0"]);
+    d.ok(&["bridge", "add", "eth7"]);
+    let g = unique("vb");
+    let id = d.create(&g, "vif = [ 'bridge=xenbr0' ]");
+    let on_bridge = |port: &str| -> Option<String> {
+        let rows: serde_json::Value =
+            serde_json::from_str(&d.ok(&["bridge", "show", "--json"])).unwrap();
+        rows.as_array()?
+            .iter()
+            .find(|b| {
+                b["interfaces"]
+                    .as_array()
+                    .is_some_and(|i| i.iter().any(|p| p == port))
+            })
+            .and_then(|b| b["name"].as_str().map(str::to_string))
+    };
+    assert_eq!(on_bridge(&format!("vif{id}.0")).as_deref(), Some("xenbr0"));
+
+    // A bridge that does not exist: Xen's message, and nothing is left behind.
+    let o = d.cli(&["network-attach", &g, "bridge=nosuch"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("Could not find bridge device nosuch"), "{err}");
+    assert!(xs_read(&d, &format!("/local/domain/0/backend/vif/{id}/1/state")).is_none());
+    assert_eq!(on_bridge(&format!("vif{id}.1")), None);
+
+    // xenbrN missing but ethN a bridge (the 4.x network-bridge naming): ethN it is.
+    d.ok(&["network-attach", &g, "bridge=xenbr7"]);
+    assert_eq!(on_bridge(&format!("vif{id}.1")).as_deref(), Some("eth7"));
+    assert_eq!(
+        xs_read(
+            &d,
+            &format!("/local/domain/0/backend/vif/{id}/1/hotplug-status")
+        )
+        .as_deref(),
+        Some("connected")
+    );
+
+    // The backend's key wins over the script's own `bridge` (Xen's
+    // xenstore_read_default); offline's delif finds the bridge the vif is on.
+    let vif = format!("vif{id}.0");
+    d.ok(&["bridge", "delif", "", &vif]);
+    assert_eq!(on_bridge(&vif), None);
+    d.ok(&["bridge", "addif", "--hotplug", "eth7", &vif]);
+    assert_eq!(on_bridge(&vif).as_deref(), Some("xenbr0"));
+    // Without a key, the script's bridge; without either, the first bridge.
+    let key = format!("/local/domain/0/backend/vif/{id}/0/bridge");
+    let rm = d.xs_tool(&d.dom0_socket(), "xenstore-rm", &[&key]);
+    assert!(rm.status.success());
+    d.ok(&["bridge", "delif", "", &vif]);
+    d.ok(&["bridge", "addif", "--hotplug", "eth7", &vif]);
+    assert_eq!(on_bridge(&vif).as_deref(), Some("eth7"));
+    d.ok(&["bridge", "delif", "", &vif]);
+    d.ok(&["bridge", "addif", "--hotplug", "", &vif]);
+    let first = serde_json::from_str::<serde_json::Value>(&d.ok(&["bridge", "show", "--json"]))
+        .unwrap()[0]["name"]
+        .as_str()
+        .map(str::to_string);
+    assert_eq!(on_bridge(&vif), first);
+    // --hotplug is for vifs only; delif "" refuses a port that is on no bridge.
+    assert_eq!(
+        d.cli(&["bridge", "addif", "--hotplug", "", "nope0"])
+            .status
+            .code(),
+        Some(1)
+    );
+    d.ok(&["bridge", "delif", "", &vif]);
+    assert_eq!(d.cli(&["bridge", "delif", "", &vif]).status.code(), Some(1));
+}

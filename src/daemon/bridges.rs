@@ -203,9 +203,11 @@ impl Daemon {
     }
 
     /// `domnet bridge addif BRIDGE PORT [--mtu N] [--hotplug]` (what vif-bridge calls).
-    /// With `hotplug`, an empty BRIDGE is the one the vif's backend names (Xen's
-    /// `xenstore_read_default $XENBUS_PATH/bridge`), else the first bridge (vif-bridge's
-    /// fallback), and success is written to the backend as hotplug-status=connected.
+    /// With `hotplug`, the bridge is the one the vif's backend names, else BRIDGE
+    /// (Xen's `xenstore_read_default $XENBUS_PATH/bridge "$bridge"`), else the first
+    /// bridge (vif-bridge's fallback); success is written to the backend as
+    /// hotplug-status=connected. If that write fails the port stays attached: the
+    /// script then fails and the attach is rolled back by its caller.
     pub async fn bridge_addif(
         &self,
         bridge: &str,
@@ -228,10 +230,13 @@ impl Daemon {
             }
         };
         let resolved;
-        let bridge = match (bridge.is_empty(), &backend) {
-            (true, Some(be)) if hotplug => {
+        let bridge = match &hotplug_backend {
+            // Xen's vif-bridge: the backend's `bridge` key, else the script's own
+            // `bridge` (given here as BRIDGE), else the first bridge.
+            Some(be) => {
                 resolved = match self.read_key(&format!("{be}/bridge")).await {
                     Some(b) if !b.is_empty() => b,
+                    _ if !bridge.is_empty() => bridge.to_string(),
                     _ => match self.dp.bridges().await {
                         Ok(bs) => match bs.into_iter().next() {
                             Some(b) => b.name,
@@ -247,8 +252,10 @@ impl Daemon {
                 };
                 resolved.as_str()
             }
-            (true, _) => return Response::err(ErrorKind::BadInput, "no bridge given"),
-            (false, _) => bridge,
+            None if bridge.is_empty() => {
+                return Response::err(ErrorKind::BadInput, "no bridge given")
+            }
+            None => bridge,
         };
         // The frontend's `mtu` to update once attached (Xen's set_mtu: a vif with no
         // MTU of its own takes the bridge's).
@@ -313,13 +320,25 @@ impl Daemon {
     }
 
     /// `domnet bridge delif BRIDGE PORT`.
-    /// An empty BRIDGE is the one the port is on (what vif-bridge's offline passes).
+    /// An empty BRIDGE is the bridge the port is on (what vif-bridge's offline passes);
+    /// a port on a router is not detached this way (`route detach` undoes its routes).
     pub async fn bridge_delif(&self, bridge: &str, port: &str) -> Response {
         let current;
         let bridge = match self.dp.ports().await {
             Ok(ports) => match ports.iter().find(|p| p.name == port) {
-                Some(p) if bridge.is_empty() && p.bridge.is_some() => {
-                    current = p.bridge.clone().unwrap_or_default();
+                Some(p) if bridge.is_empty() => {
+                    let on = p.bridge.clone().unwrap_or_default();
+                    let is_bridge = match self.dp.bridges().await {
+                        Ok(bs) => bs.iter().any(|b| b.name == on),
+                        Err(e) => return dp_error(e),
+                    };
+                    if !is_bridge {
+                        return Response::err(
+                            ErrorKind::BadInput,
+                            format!("port `{port}` is not on a bridge"),
+                        );
+                    }
+                    current = on;
                     current.as_str()
                 }
                 Some(p) if p.bridge.as_deref() == Some(bridge) => bridge,

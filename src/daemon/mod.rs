@@ -256,12 +256,10 @@ impl Daemon {
         None
     }
 
-    /// The switch-side configuration for attaching `port` to a bridge: a vif gets its
-    /// identity (MAC, `ip=` addresses, MTU) so the switch can enforce it; anything
-    /// else is an uplink.
-    /// Also returns the vif's backend directory (`None` for an uplink).
     /// A hotplug script's success, reported for it (`--hotplug`): the backend's
-    /// `hotplug-status` becomes `connected`, which is what libxl waits for.
+    /// `hotplug-status` becomes `connected`, which is what libxl waits for. When the
+    /// write fails the caller's work stays done; the script fails and its caller
+    /// rolls the attach back.
     pub(crate) async fn hotplug_connected(&self, backend: &str) -> Result<(), Response> {
         let key = format!("{backend}/hotplug-status");
         self.ctl
@@ -270,6 +268,10 @@ impl Daemon {
             .map_err(|e| Response::err(ErrorKind::Failed, format!("cannot write {key}: {e}")))
     }
 
+    /// The switch-side configuration for attaching `port` to a bridge: a vif gets its
+    /// identity (MAC, `ip=` addresses, MTU) so the switch can enforce it; anything
+    /// else is an uplink.
+    /// Also returns the vif's backend directory (`None` for an uplink).
     pub(crate) async fn port_config_for(
         &self,
         port: &str,
