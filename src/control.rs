@@ -72,9 +72,9 @@ pub enum Request {
         port: String,
         /// MTU to set on the port.
         mtu: Option<u32>,
-        /// Called by a hotplug script for a vif: an empty `bridge` means the one the
-        /// vif's backend names (else the first bridge), and success is reported by
-        /// writing the backend's `hotplug-status` = `connected`.
+        /// Called by a hotplug script for a vif: the bridge is the one the vif's
+        /// backend names, else `bridge`, else the first bridge, and success is
+        /// reported by writing the backend's `hotplug-status` = `connected`.
         #[serde(default)]
         hotplug: bool,
     },

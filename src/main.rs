@@ -206,16 +206,16 @@ enum BridgeCmd {
     },
     /// Attach a port to a bridge.
     Addif {
-        /// Bridge ("" with --hotplug: the one the vif's backend names, else the first).
+        /// Bridge (with --hotplug only the fallback: see there; may be "").
         bridge: String,
         /// Port (a vif, an uplink).
         port: String,
         /// MTU for the port.
         #[arg(long)]
         mtu: Option<u32>,
-        /// For hotplug scripts: take the bridge from the vif's backend when BRIDGE is
-        /// empty, and write hotplug-status=connected once attached (one process on the
-        /// attach path instead of three).
+        /// For hotplug scripts (Xen's vif-bridge order): the bridge the vif's backend
+        /// names, else BRIDGE, else the first bridge; hotplug-status=connected is
+        /// written once attached (one process on the attach path instead of three).
         #[arg(long)]
         hotplug: bool,
     },
