@@ -5,7 +5,9 @@
 //! SYN_RECV 60 s, ESTABLISHED 432000 s, FIN_WAIT 120 s, CLOSE_WAIT 60 s, LAST_ACK 30 s,
 //! TIME_WAIT 120 s, CLOSE 10 s. Flag combinations Linux's `tcp_valid_flags` rejects are
 //! INVALID. Sequence-window tracking is not done (as with `nf_conntrack_tcp_be_liberal`):
-//! an RST in any state closes the connection.
+//! an RST in any state closes the connection — except that the NAT never applies, in
+//! SYN_SENT, a reset that does not acknowledge the SYN (RFC 793's one acceptable
+//! reset there), and removes at once a connection that only a reset ever answered.
 
 use core::time::Duration;
 
