@@ -295,3 +295,42 @@ fn vif_bridge_finds_its_bridge_as_xens_does() {
     d.ok(&["bridge", "delif", "", &vif]);
     assert_eq!(d.cli(&["bridge", "delif", "", &vif]).status.code(), Some(1));
 }
+
+#[test]
+fn a_vifname_in_use_is_refused_and_the_other_port_survives() {
+    require_root();
+    let dom0 = Netns::new("vn0-");
+    let d = Daemon::start_in(&dom0.name);
+    d.ok(&["bridge", "add", "xenbr0"]);
+    dom0.sh("ip addr add 10.223.0.1/24 dev xenbr0");
+    let a = unique("vna");
+    let b = unique("vnb");
+    let ida = d.create(&a, "vif = [ 'bridge=xenbr0' ]");
+    let idb = d.create(&b, "vif = [ 'bridge=xenbr0' ]");
+    guest_ok(
+        &a,
+        "ip addr add 10.223.0.2/24 dev eth0 && ip link set eth0 up",
+    );
+    guest_ok(&a, "ping -c 1 -W 2 10.223.0.1");
+    // Another domain's vif name, and a bridge's host port name: both refused, naming
+    // the name; nothing of the attempt is left, and the owner keeps working.
+    for taken in [format!("vif{ida}.0"), "xenbr0".to_string()] {
+        let o = d.cli(&[
+            "network-attach",
+            &b,
+            "bridge=xenbr0",
+            &format!("vifname={taken}"),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!("`{taken}` is already in use")),
+            "{err}"
+        );
+        assert!(xs_read(&d, &format!("/local/domain/0/backend/vif/{idb}/1/state")).is_none());
+        assert!(guest_sh(&b, "ip link show eth1").status.code() != Some(0));
+    }
+    let show = d.ok(&["bridge", "show"]);
+    assert!(show.contains(&format!("vif{ida}.0")), "{show}");
+    guest_ok(&a, "ping -c 1 -W 2 10.223.0.1");
+}

@@ -152,6 +152,26 @@ impl Daemon {
         }
     }
 
+    /// Whether the switch port `name` is the netback of vif `d`.`n`.
+    pub(crate) async fn is_netback_of(&self, name: &str, d: DomId, n: u32) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let r = self
+            .dp
+            .with_port(
+                name,
+                Box::new(move |p: &mut dyn Port, _ctx: &mut PortCtx<'_>| {
+                    let ours = p
+                        .as_any_mut()
+                        .downcast_mut::<NetbackPort>()
+                        .is_some_and(|nb| nb.config().domid == d && nb.config().devid == n);
+                    let _ = tx.send(ours);
+                    Ok(())
+                }),
+            )
+            .await;
+        r.is_ok() && rx.await.unwrap_or(false)
+    }
+
     async fn all_backend_devices(&self) -> Vec<(DomId, u32)> {
         let mut out = Vec::new();
         for d in self
@@ -294,7 +314,27 @@ impl Daemon {
                     rate: TxRate::from_key(rate.as_deref()),
                 });
                 match self.dp.add_port(Box::new(port)).await {
-                    Ok(()) | Err(DatapathError::Exists(_)) => {}
+                    Ok(()) => {}
+                    // Probed again (a restart's re-walk): the port is this vif's.
+                    Err(DatapathError::Exists(_)) if self.is_netback_of(&name, d, n).await => {}
+                    Err(DatapathError::Exists(_)) => {
+                        // Another port has the name (a `vifname=` taken meanwhile):
+                        // this vif never takes it over, so its rollback cannot remove
+                        // that port (robustness.md f5).
+                        warn!("backend {be}: port name {name} is already in use");
+                        let _ = xs
+                            .write(
+                                0,
+                                &format!("{be}/hotplug-error"),
+                                format!("vif name `{name}` is already in use").as_bytes(),
+                            )
+                            .await;
+                        // Probed without a port, and failed: the device goes to
+                        // Closing and its attach is rolled back.
+                        dev.probed = true;
+                        dev.connect_failed = true;
+                        return;
+                    }
                     Err(e) => warn!("backend {be}: creating port {name}: {e}"),
                 }
                 let _ = xs

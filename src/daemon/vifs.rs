@@ -171,6 +171,23 @@ impl Daemon {
             .unwrap_or_else(|| format!("vif{domid}.{devid}"))
     }
 
+    /// Whether a switch port has vif `domid`.`devid`'s name (its `vifname`, or the
+    /// default) without being its netback.
+    async fn port_is_foreign(&self, domid: DomId, devid: u32) -> bool {
+        let be = VifPaths::new(domid, devid).backend;
+        let vifname = self.read_opt(&format!("{be}/vifname")).await;
+        let port = Self::vif_port_name(domid, devid, vifname.as_deref());
+        let exists = self
+            .dp
+            .with_port(
+                &port,
+                Box::new(|_p: &mut dyn vswitch::datapath::Port, _ctx| Ok(())),
+            )
+            .await
+            .is_ok();
+        exists && !self.is_netback_of(&port, domid, devid).await
+    }
+
     /// Writes the three directories of a new vif in one transaction (retried on EAGAIN).
     async fn write_vif_nodes(
         &self,
@@ -358,6 +375,20 @@ impl Daemon {
         let devid = spec.devid.ok_or("devid unset")?;
         let d = info.domid;
         let t0 = Instant::now();
+        // A vif never takes over another port's name (robustness.md f5): its rollback
+        // would remove that port.
+        let port = Self::vif_port_name(d, devid, spec.vifname.as_deref());
+        let taken = self
+            .dp
+            .with_port(
+                &port,
+                Box::new(|_p: &mut dyn vswitch::datapath::Port, _ctx| Ok(())),
+            )
+            .await
+            .is_ok();
+        if taken {
+            return Err(format!("vif name `{port}` is already in use"));
+        }
         let paths = self.write_vif_nodes(info, spec, devid).await?;
         let mut phases = AttachPhases::new(t0);
         phases.mark("nodes");
@@ -411,6 +442,12 @@ impl Daemon {
                 "backend {} did not reach InitWait (state {s})",
                 p.backend
             ));
+        }
+        // The script acts on the port by name: it must be this vif's (a `vifname=`
+        // taken by another port meanwhile makes the backend refuse the name).
+        if self.port_is_foreign(info.domid, devid).await {
+            let hp_error = self.read_opt(&format!("{}/hotplug-error", p.backend)).await;
+            return Err(hp_error.unwrap_or_else(|| "the vif's name is in use".into()));
         }
         let Some((script, outcome)) = self.run_hotplug(info.domid, devid, "online").await else {
             return Err("backend has no script".into());
@@ -508,7 +545,12 @@ impl Daemon {
                 })
                 .await;
             }
-            if let Some((script, outcome)) = self.run_hotplug(domid, devid, "offline").await {
+            if self.port_is_foreign(domid, devid).await {
+                // Never run offline on a name this vif did not own: it would detach
+                // the port that has it.
+                warn!("vif{domid}.{devid}: {port} belongs to another port; offline skipped");
+            } else if let Some((script, outcome)) = self.run_hotplug(domid, devid, "offline").await
+            {
                 if !outcome.success() {
                     warn!("vif{domid}.{devid}: {}", outcome.describe(&script));
                 }
