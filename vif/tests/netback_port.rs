@@ -502,6 +502,55 @@ fn a9_an_unknown_extra_type_is_fatal() {
 }
 
 #[test]
+fn a9_the_multicast_list_holds_64_and_refuses_the_65th() {
+    let mut r = Rig::new();
+    let (_, gref) = r.fe.page(true).unwrap();
+    let mcast = |r: &mut Rig, id: u16, e: Extra| -> u16 {
+        let x = ExtraInfo::encode(&e, false);
+        r.fe.send_tx(&[req(gref, 0, NETTXF_EXTRA_INFO, id, 0), x.to_tx_request()])
+            .unwrap();
+        assert!(r.round().is_empty(), "a filter change is no packet");
+        let rsps = r.fe.tx_responses().unwrap();
+        let answer: Vec<_> = rsps.iter().filter(|x| x.status != NETIF_RSP_NULL).collect();
+        assert_eq!(answer.len(), 1, "{rsps:?}");
+        assert_eq!(answer[0].id, id);
+        answer[0].status as u16
+    };
+    let group = |i: u8| [1, 0, 0x5e, 0, 0, i];
+    for i in 0..64u8 {
+        assert_eq!(
+            mcast(&mut r, u16::from(i), Extra::McastAdd(group(i))),
+            NETIF_RSP_OKAY as u16
+        );
+    }
+    assert_eq!(
+        mcast(&mut r, 64, Extra::McastAdd(group(64))),
+        NETIF_RSP_ERROR as u16
+    );
+    // A delete makes room again; deleting an unknown group is harmless.
+    assert_eq!(
+        mcast(&mut r, 65, Extra::McastDel(group(200))),
+        NETIF_RSP_OKAY as u16
+    );
+    assert_eq!(
+        mcast(&mut r, 66, Extra::McastAdd(group(64))),
+        NETIF_RSP_ERROR as u16
+    );
+    assert_eq!(
+        mcast(&mut r, 67, Extra::McastDel(group(3))),
+        NETIF_RSP_OKAY as u16
+    );
+    assert_eq!(
+        mcast(&mut r, 68, Extra::McastAdd(group(64))),
+        NETIF_RSP_OKAY as u16
+    );
+    let counters: std::collections::HashMap<_, _> = r.port.counters().into_iter().collect();
+    assert_eq!(counters.get("tx_multicast_list_full"), Some(&2));
+    assert_eq!(r.port.fatal(), None);
+    r.assert_forwards();
+}
+
+#[test]
 fn a9_gso_size_zero_is_fatal() {
     let mut r = Rig::new();
     let (_, gref) = r.fe.page(true).unwrap();

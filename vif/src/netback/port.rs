@@ -54,7 +54,9 @@ use crate::netback::rx::{
     apply_copy_status, plan_rx, CarrierChange, RxBacklog, RxBacklogConfig, RxCopy, RxPacketInfo,
     MAX_RX_PACKET_LEN, MAX_RX_SLOTS,
 };
-use crate::netback::tx::{build_tx_packet, TxLimits, TxOutcome, TxPacket, TxSlotLayout};
+use crate::netback::tx::{
+    build_tx_packet, McastOp, TxLimits, TxOutcome, TxPacket, TxSlotLayout, XEN_NETBK_MCAST_MAX,
+};
 use crate::netif::{
     ChecksumState, GsoInfo, GsoType, NetifRx, NetifTx, RxRequest, RxResponse, TxRequest,
     TxResponse, NETIF_RSP_ERROR, NETIF_RSP_OKAY, NET_TX_RING_SIZE,
@@ -139,6 +141,7 @@ struct Counters {
     tx_no_buffer: u64,
     tx_credit_waits: u64,
     tx_multicast_requests: u64,
+    tx_multicast_list_full: u64,
     rx_frames: u64,
     rx_bytes: u64,
     rx_gso_frames: u64,
@@ -271,6 +274,9 @@ pub struct NetbackPort {
     scratch_used: usize,
     c: Counters,
     reasons: ReasonCounters,
+    /// The frontend's multicast list, kept as Linux netback keeps it (bounded; no
+    /// filtering is done here: every group is delivered).
+    mcast: Vec<[u8; 6]>,
 }
 
 impl std::fmt::Debug for NetbackPort {
@@ -395,6 +401,7 @@ impl NetbackPort {
             scratch_used: 0,
             c: Counters::default(),
             reasons: ReasonCounters::default(),
+            mcast: Vec::new(),
         }
     }
 
@@ -525,6 +532,7 @@ impl NetbackPort {
     /// revocable again), the event channels closed, carrier off. Nothing is written to
     /// the rings afterwards (robustness a12).
     pub fn disconnect(&mut self, ctx: &mut PortCtx<'_>) {
+        self.mcast.clear();
         self.flush_rx_copies(ctx.pool, ctx.hv);
         let Some(conn) = self.conn.take() else {
             self.release_scratch(ctx.pool);
@@ -661,14 +669,30 @@ impl NetbackPort {
                     });
                     self.reqs_head += layout.slots;
                 }
-                TxOutcome::Multicast { layout, .. } => {
-                    // No multicast filtering here: every group is delivered, so a filter
-                    // change is acknowledged and ignored.
+                TxOutcome::Multicast { op, layout } => {
+                    // Linux netback's list: bounded, ERROR when full (no filtering is
+                    // done with it: every group is delivered).
                     self.c.tx_multicast_requests += 1;
+                    let status = match op {
+                        McastOp::Add(_) if self.mcast.len() >= XEN_NETBK_MCAST_MAX => {
+                            self.c.tx_multicast_list_full += 1;
+                            NETIF_RSP_ERROR
+                        }
+                        McastOp::Add(addr) => {
+                            self.mcast.push(addr);
+                            NETIF_RSP_OKAY
+                        }
+                        McastOp::Del(addr) => {
+                            if let Some(i) = self.mcast.iter().position(|a| *a == addr) {
+                                self.mcast.remove(i);
+                            }
+                            NETIF_RSP_OKAY
+                        }
+                    };
                     self.round.push(TxEntry::Answer {
                         start,
                         layout,
-                        status: NETIF_RSP_OKAY,
+                        status,
                     });
                     self.reqs_head += layout.slots;
                 }
@@ -1342,6 +1366,7 @@ impl Port for NetbackPort {
             ("tx_no_buffer", c.tx_no_buffer),
             ("tx_credit_waits", c.tx_credit_waits),
             ("tx_multicast_requests", c.tx_multicast_requests),
+            ("tx_multicast_list_full", c.tx_multicast_list_full),
             ("rx_frames", c.rx_frames),
             ("rx_bytes", c.rx_bytes),
             ("rx_gso_frames", c.rx_gso_frames),

@@ -54,6 +54,10 @@ pub const XEN_NETBACK_TX_COPY_LEN: usize = 128;
 /// arrays are sized for this worst case (XSA-432).
 pub const MAX_TX_FRAGMENTS: usize = XEN_NETBK_LEGACY_SLOTS_MAX + 1;
 
+/// Linux `XEN_NETBK_MCAST_MAX`: how many multicast addresses a frontend may add; the
+/// next MCAST_ADD is answered ERROR (robustness.md a9).
+pub const XEN_NETBK_MCAST_MAX: usize = 64;
+
 /// Tunables of the tx path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TxLimits {
@@ -271,9 +275,10 @@ impl Iterator for TxFragments<'_> {
 /// A multicast filter change carried by a dummy request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum McastOp {
-    /// `XEN_NETIF_EXTRA_TYPE_MCAST_ADD`: answer OKAY, or ERROR when the list (64) is full.
+    /// `XEN_NETIF_EXTRA_TYPE_MCAST_ADD`: answer OKAY, or ERROR when the list
+    /// ([`XEN_NETBK_MCAST_MAX`]) is full.
     Add([u8; 6]),
-    /// `XEN_NETIF_EXTRA_TYPE_MCAST_DEL`: answer OKAY.
+    /// `XEN_NETIF_EXTRA_TYPE_MCAST_DEL`: answer OKAY (the first matching entry goes).
     Del([u8; 6]),
 }
 
