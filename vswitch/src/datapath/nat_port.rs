@@ -422,6 +422,7 @@ impl Port for NatGatewayPort {
             ("nat_new_masquerade", n.new_masquerade),
             ("nat_new_forward", n.new_forward),
             ("nat_new_hairpin", n.new_hairpin),
+            ("nat_picked_up", n.picked_up),
             ("nat_established", n.established),
             ("nat_invalid", n.invalid),
             ("nat_no_port", n.no_port),

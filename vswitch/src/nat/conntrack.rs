@@ -114,17 +114,22 @@ impl Conn {
         }
     }
 
-    /// Established in Linux's sense (`IPS_ASSURED`): early drop spares these.
+    /// Established in Linux's sense (`IPS_ASSURED`): early drop spares these. A TCP
+    /// connection picked up mid-stream is not, until the far side answers.
     pub fn is_assured(&self) -> bool {
         match self.state {
-            ProtoState::Tcp(t) => t.is_assured(),
+            ProtoState::Tcp(t) => t.is_assured() && self.seen_reply,
             _ => self.seen_reply,
         }
     }
 
-    /// The timeout its current state earns.
+    /// The timeout its current state earns. A TCP connection nobody answered (picked up
+    /// mid-stream) gets SYN_SENT's, not ESTABLISHED's five days.
     pub fn timeout(&self, t: &Timeouts) -> core::time::Duration {
         match self.state {
+            ProtoState::Tcp(tcp) if !self.seen_reply => {
+                t.tcp(tcp.state).min(t.tcp(crate::nat::TcpState::SynSent))
+            }
             ProtoState::Tcp(tcp) => t.tcp(tcp.state),
             ProtoState::Udp if self.seen_reply => t.udp_replied,
             ProtoState::Udp => t.udp_unreplied,

@@ -44,7 +44,7 @@ pub mod tuple;
 #[cfg(test)]
 mod tests;
 
-use core::hash::BuildHasher;
+use core::hash::{BuildHasher, Hash, Hasher};
 use core::time::Duration;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -95,6 +95,11 @@ pub struct NatConfig {
     pub max_fragments: usize,
     /// How long a first fragment is remembered.
     pub fragment_timeout: Duration,
+    /// The secret that, with a connection's tuple, decides which external ports it
+    /// tries: the same connection gets the same port again (a restarted daemon that
+    /// keeps the key picks a connection up under its old port), while outsiders cannot
+    /// predict ports (as Linux keys its port choice).
+    pub port_key: u64,
 }
 
 impl NatConfig {
@@ -113,6 +118,7 @@ impl NatConfig {
             timeouts: Timeouts::default(),
             max_fragments: 256,
             fragment_timeout: Duration::from_secs(30),
+            port_key: std::collections::hash_map::RandomState::new().hash_one(0u8),
         }
     }
 }
@@ -154,6 +160,10 @@ pub struct NatStats {
     pub new_forward: u64,
     /// New hairpin connections.
     pub new_hairpin: u64,
+    /// Of the new masqueraded connections, those picked up mid-stream (a guest's TCP
+    /// segment with no entry, e.g. after a daemon restart), as Linux's
+    /// `nf_conntrack_tcp_loose`.
+    pub picked_up: u64,
     /// Connections that became established (assured).
     pub established: u64,
     /// INVALID packets dropped.
@@ -188,8 +198,6 @@ pub struct Nat {
     udp_ports: PortSpace,
     frags: FragTrack,
     stats: NatStats,
-    probe_hash: RandomState,
-    probe_counter: u64,
 }
 
 /// The packet a connection's direction-`d` packets are rewritten to: the reverse of the
@@ -287,8 +295,6 @@ impl Nat {
             udp_ports,
             config,
             stats: NatStats::default(),
-            probe_hash: RandomState::default(),
-            probe_counter: 0,
         })
     }
 
@@ -461,6 +467,23 @@ impl Nat {
         NatVerdict::Drop(DropReason::ConntrackInvalid)
     }
 
+    /// Whether a guest's TCP segment with no entry is picked up mid-stream (Linux's
+    /// `nf_conntrack_tcp_loose`, on by default): an ACK without SYN or RST. The guest's
+    /// source port is kept when free, so a connection whose entry was lost (a daemon
+    /// restart) carries on under the same external port. Only for masquerade: from
+    /// outside only a SYN opens anything.
+    fn may_pick_up(info: &FrameInfo) -> bool {
+        match info.l4 {
+            L4Info::Tcp(t) => {
+                tcp::valid_flags(t.flags)
+                    && t.flags.contains(TcpFlags::ACK)
+                    && !t.flags.contains(TcpFlags::SYN)
+                    && !t.flags.contains(TcpFlags::RST)
+            }
+            _ => false,
+        }
+    }
+
     /// A TCP packet may open a connection only with a bare SYN; ICMP only with an echo
     /// request.
     fn may_open(info: &FrameInfo, t: &Tuple) -> bool {
@@ -471,9 +494,24 @@ impl Nat {
         }
     }
 
-    /// Picks the free reply tuple for a new connection: `template` with its NAT port (or
-    /// id) slot filled, keeping `keep` when it is allowed and free.
-    fn allocate(&mut self, template: Tuple, keep: u16, now: Timestamp) -> Option<Tuple> {
+    /// Where the `i`-th port probe for connection `orig` lands: a hash of the secret
+    /// port key, the tuple and `i` (the same for the same connection, every time).
+    fn port_probe(&self, orig: &Tuple, i: usize) -> usize {
+        let mut h = std::hash::DefaultHasher::new();
+        (self.config.port_key, orig, i).hash(&mut h);
+        h.finish() as usize
+    }
+
+    /// Picks the free reply tuple for new connection `orig`: `template` with its NAT
+    /// port (or id) slot filled, keeping `keep` when it is allowed and free, else the
+    /// first free one of the connection's own probe sequence.
+    fn allocate(
+        &mut self,
+        orig: &Tuple,
+        template: Tuple,
+        keep: u16,
+        now: Timestamp,
+    ) -> Option<Tuple> {
         let space = match template.proto {
             IpProtocol::TCP => Some(&self.tcp_ports),
             IpProtocol::UDP => Some(&self.udp_ports),
@@ -485,9 +523,7 @@ impl Nat {
         {
             return Some(with_port(template, keep));
         }
-        self.probe_counter = self.probe_counter.wrapping_add(1);
-        let seed = (template, keep, self.probe_counter);
-        let start = self.probe_hash.hash_one(seed) as usize;
+        let start = self.port_probe(orig, 0);
         let candidates = space.map(PortSpace::candidates);
         let n = candidates.map_or(usize::from(u16::MAX) + 1, <[u16]>::len);
         // A small space is walked whole from a random start. A large one gets
@@ -498,7 +534,7 @@ impl Nat {
             let at = if walk || i == 0 {
                 start.wrapping_add(i) % n
             } else {
-                self.probe_hash.hash_one((seed, i)) as usize % n
+                self.port_probe(orig, i) % n
             };
             let p = match candidates {
                 Some(c) => *c.get(at)?,
@@ -525,7 +561,8 @@ impl Nat {
         guest: Ipv4Addr,
         now: Timestamp,
     ) -> NatVerdict {
-        if !Self::may_open(info, &orig) {
+        let pickup = kind == ConnKind::Masquerade && Self::may_pick_up(info);
+        if !pickup && !Self::may_open(info, &orig) {
             return self.invalid();
         }
         if let Err(r) = self.table.admit(guest, now) {
@@ -538,17 +575,28 @@ impl Nat {
         let reply = if kind == ConnKind::PortForward {
             Some(reply_template)
         } else {
-            self.allocate(reply_template, keep, now)
+            self.allocate(&orig, reply_template, keep, now)
         };
         let Some(reply) = reply else {
             self.stats.no_port += 1;
             return NatVerdict::Drop(DropReason::NatPortExhausted);
         };
-        let conn = Conn::new(orig, reply, kind, fresh_state(orig.proto), guest);
+        let state = if pickup {
+            ProtoState::Tcp(TcpTrack {
+                state: TcpState::Established,
+                first_fin: None,
+            })
+        } else {
+            fresh_state(orig.proto)
+        };
+        let conn = Conn::new(orig, reply, kind, state, guest);
         let id = match self.table.insert(conn, now) {
             Ok(id) => id,
             Err(r) => return NatVerdict::Drop(r),
         };
+        if pickup {
+            self.stats.picked_up += 1;
+        }
         match kind {
             ConnKind::Masquerade => self.stats.new_masquerade += 1,
             ConnKind::PortForward => self.stats.new_forward += 1,

@@ -142,9 +142,8 @@ pub fn valid_flags(flags: TcpFlags) -> bool {
     VALID.contains(&f)
 }
 
-/// Whether a packet may open a connection: a SYN without ACK (Linux `tcp_new`, with
-/// `nf_conntrack_tcp_loose` off: mid-stream pickup would map an unknown connection to a
-/// new port and break it anyway).
+/// Whether a packet may open a connection: a SYN without ACK (Linux `tcp_new`). The
+/// NAT also picks up a guest's mid-stream segments (see `Nat::may_pick_up`).
 pub fn opens_connection(flags: TcpFlags) -> bool {
     valid_flags(flags) && flags.contains(TcpFlags::SYN) && !flags.contains(TcpFlags::ACK)
 }

@@ -550,7 +550,9 @@ fn nated_tcp_handshake_data_and_close() {
     n.f.advance(Duration::from_secs(121));
     assert!(n.f.gateway.nat().table().is_empty());
     assert_eq!(n.f.gateway.nat_stats().established, 1);
-    // A stray ACK with no connection is INVALID.
+    // A guest's ACK with no connection (its entry lost, e.g. to a restart) is picked
+    // up mid-stream under the same external port, as Linux's nf_conntrack_tcp_loose;
+    // it is not assured, and times out like a SYN, until the server answers.
     n.f.from_guest(
         n.g1,
         &tcp(
@@ -566,7 +568,37 @@ fn nated_tcp_handshake_data_and_close() {
             b"",
         ),
     );
-    assert_eq!(n.f.gateway_drops(DropReason::ConntrackInvalid), 1);
+    assert_eq!(ends(&one(n.f.take_uplink_ip())), (EXT, 40000, SERVER, 80));
+    assert_eq!(n.f.gateway.nat_stats().picked_up, 1);
+    let now = n.f.now();
+    let (c, _) = n.f.gateway.nat_mut().lookup(&t, now).unwrap();
+    assert!(!c.is_assured());
+    assert_eq!(c.expires, now + Duration::from_secs(120));
+    n.f.from_uplink(&tcp(
+        ROUTER_MAC,
+        UP_MAC,
+        SERVER,
+        EXT,
+        80,
+        40000,
+        1,
+        2,
+        TcpFlags::ACK,
+        b"",
+    ));
+    assert_eq!(n.f.take_guest_ip(n.g1).len(), 1);
+    let (c, _) = n.f.gateway.nat_mut().lookup(&t, now).unwrap();
+    assert!(c.is_assured());
+    assert_eq!(n.f.gateway.nat_stats().established, 2);
+    // A stray RST, or a SYN-ACK, from the guest opens nothing.
+    for flags in [TcpFlags::RST, TcpFlags::SYN | TcpFlags::ACK] {
+        n.f.from_guest(
+            n.g1,
+            &tcp(G1_MAC, GW_MAC, G1, SERVER, 40001, 80, 1, 1, flags, b""),
+        );
+    }
+    assert_eq!(n.f.gateway_drops(DropReason::ConntrackInvalid), 2);
+    assert!(n.f.take_uplink_ip().is_empty());
     n.f.assert_conservation();
 }
 
@@ -1537,6 +1569,34 @@ fn ports_are_found_beside_a_block_of_kept_ports() {
         }
     }
     assert_eq!(nat.stats().no_port, 0);
+}
+
+#[test]
+fn a_restarted_nat_with_the_same_key_picks_a_connection_up_under_its_old_port() {
+    // The guest's port is not allowed (dom0's ephemeral range is excluded), so the
+    // external port is chosen: from the key and the tuple, the same both times.
+    let mut c = NatConfig::new(EXT, "192.168.122.0/24".parse().unwrap(), GW);
+    c.excluded_ports = vec![PortRange::new(32768, 60999).unwrap()];
+    let now = Timestamp::ZERO;
+    let out_port = |nat: &mut Nat, flags: TcpFlags| {
+        let mut f = tcp(G1_MAC, GW_MAC, G1, SERVER, 40000, 443, 1, 0, flags, b"");
+        let info = FrameInfo::parse(&f).unwrap();
+        let v = nat.outbound(&mut f, &info, &FrameMeta::default(), now);
+        assert_eq!(v, NatVerdict::ToUplink);
+        ends(&f).1
+    };
+    let before = out_port(&mut Nat::new(c.clone()).unwrap(), TcpFlags::SYN);
+    assert!(!(32768..=60999).contains(&before), "{before}");
+    let mut restarted = Nat::new(c.clone()).unwrap();
+    assert_eq!(out_port(&mut restarted, TcpFlags::ACK), before);
+    assert_eq!(restarted.stats().picked_up, 1);
+    // Another key (another network, or one that was not kept) chooses differently.
+    let moved = (1..=8u64).any(|k| {
+        let mut other = c.clone();
+        other.port_key = c.port_key ^ k;
+        out_port(&mut Nat::new(other).unwrap(), TcpFlags::SYN) != before
+    });
+    assert!(moved);
 }
 
 fn nat() -> Nat {
