@@ -279,6 +279,21 @@ impl Daemon {
                 m
             }
         };
+        // The NAT's port key lives with the network (dom0-only), so a restarted daemon
+        // picks a guest's connection up under the external port it had.
+        let key_path = format!("{NET_STORE}/{}/nat-key", def.name);
+        let stored_key = self.ctl.try_read_string(0, &key_path).await.ok().flatten();
+        let port_key = match stored_key.and_then(|k| u64::from_str_radix(&k, 16).ok()) {
+            Some(k) => k,
+            None => {
+                let k: u64 = rand::random();
+                let _ = self
+                    .ctl
+                    .write(0, &key_path, format!("{k:016x}").as_bytes())
+                    .await;
+                k
+            }
+        };
         let isolated = def.forward == ForwardMode::None;
         let up = if isolated {
             // No uplink at all: nothing is masqueraded, so none is needed (the gateway's
@@ -315,6 +330,7 @@ impl Daemon {
         cfg.uplink_mtu = up.mtu;
         cfg.nat.internal = network;
         cfg.nat.gateway_ip = gw_ip;
+        cfg.nat.port_key = port_key;
         let (lo, hi) = def.nat_port_range().map_err(|e| e.to_string())?;
         cfg.nat.port_range = PortRange { min: lo, max: hi };
         if let Some(e) = ephemeral_ports() {
