@@ -153,7 +153,13 @@ impl Daemon {
     }
 
     /// Whether the switch port `name` is the netback of vif `d`.`n`.
-    pub(crate) async fn is_netback_of(&self, name: &str, d: DomId, n: u32) -> bool {
+    async fn is_netback_of(&self, name: &str, d: DomId, n: u32) -> bool {
+        self.netback_of(name, d, n).await == Some(true)
+    }
+
+    /// Whether the switch port `name` is the netback of vif `d`.`n` (`None`: there is
+    /// no such port), in one look.
+    pub(crate) async fn netback_of(&self, name: &str, d: DomId, n: u32) -> Option<bool> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let r = self
             .dp
@@ -169,7 +175,10 @@ impl Daemon {
                 }),
             )
             .await;
-        r.is_ok() && rx.await.unwrap_or(false)
+        match r {
+            Ok(()) => Some(rx.await.unwrap_or(false)),
+            Err(_) => None,
+        }
     }
 
     async fn all_backend_devices(&self) -> Vec<(DomId, u32)> {

@@ -177,15 +177,9 @@ impl Daemon {
         let be = VifPaths::new(domid, devid).backend;
         let vifname = self.read_opt(&format!("{be}/vifname")).await;
         let port = Self::vif_port_name(domid, devid, vifname.as_deref());
-        let exists = self
-            .dp
-            .with_port(
-                &port,
-                Box::new(|_p: &mut dyn vswitch::datapath::Port, _ctx| Ok(())),
-            )
-            .await
-            .is_ok();
-        exists && !self.is_netback_of(&port, domid, devid).await
+        // One look: the backend may remove this vif's own port meanwhile, and a port
+        // that is gone is nobody's.
+        self.netback_of(&port, domid, devid).await == Some(false)
     }
 
     /// Writes the three directories of a new vif in one transaction (retried on EAGAIN).
