@@ -1197,8 +1197,7 @@ impl Worker {
             }
         }
         let mut config = config;
-        let admin = config.enabled;
-        let carrier = self.slots[slot].as_ref().is_some_and(|s| s.port.carrier());
+        let (admin, carrier) = (config.enabled, self.carrier_of(slot));
         config.enabled = admin && carrier;
         let b = self
             .bridges
@@ -1209,11 +1208,12 @@ impl Worker {
             .add_port(config)
             .map_err(|e| DatapathError::Failed(format!("attaching {port} to {bridge}: {e}")))?;
         b.slots.insert(pid, slot);
-        if let Some(Some(s)) = self.slots.get_mut(slot) {
-            s.attached = Some(Attachment::Bridge(bridge.to_string(), pid));
-            s.admin_enabled = admin;
-            s.link_up = carrier;
-        }
+        self.record_attachment(
+            slot,
+            Attachment::Bridge(bridge.to_string(), pid),
+            admin,
+            carrier,
+        );
         info!("{}: {port} attached to {bridge}", self.name);
         Ok(())
     }
@@ -1264,17 +1264,14 @@ impl Worker {
             .by_name
             .get(port)
             .ok_or_else(|| DatapathError::NoSuchPort(port.to_string()))?;
-        if let Some(Some(s)) = self.slots.get(slot) {
-            if let Some(a) = &s.attached {
-                return Err(DatapathError::Busy {
-                    port: port.to_string(),
-                    bridge: a.pipeline().to_string(),
-                });
-            }
+        if let Some(a) = self.slots[slot].as_ref().and_then(|s| s.attached.as_ref()) {
+            return Err(DatapathError::Busy {
+                port: port.to_string(),
+                bridge: a.pipeline().to_string(),
+            });
         }
         let mut config = config;
-        let admin = config.enabled;
-        let carrier = self.slots[slot].as_ref().is_some_and(|s| s.port.carrier());
+        let (admin, carrier) = (config.enabled, self.carrier_of(slot));
         config.enabled = admin && carrier;
         let r = self
             .routers
@@ -1285,13 +1282,32 @@ impl Worker {
             .add_port(config)
             .map_err(|e| DatapathError::Failed(format!("attaching {port} to {router}: {e}")))?;
         r.slots.insert(pid, slot);
+        self.record_attachment(
+            slot,
+            Attachment::Router(router.to_string(), pid),
+            admin,
+            carrier,
+        );
+        info!("{}: {port} attached to router {router}", self.name);
+        Ok(())
+    }
+
+    /// Whether the port in `slot` has carrier.
+    fn carrier_of(&self, slot: usize) -> bool {
+        self.slots
+            .get(slot)
+            .and_then(Option::as_ref)
+            .is_some_and(|s| s.port.carrier())
+    }
+
+    /// Records where the port in `slot` now is, with the enabled state its pipeline
+    /// port was given (admin state and carrier both count).
+    fn record_attachment(&mut self, slot: usize, at: Attachment, admin: bool, carrier: bool) {
         if let Some(Some(s)) = self.slots.get_mut(slot) {
-            s.attached = Some(Attachment::Router(router.to_string(), pid));
+            s.attached = Some(at);
             s.admin_enabled = admin;
             s.link_up = carrier;
         }
-        info!("{}: {port} attached to router {router}", self.name);
-        Ok(())
     }
 
     fn detach(&mut self, port: &str) -> Result<(), DatapathError> {
